@@ -1,0 +1,54 @@
+# The front door. `make convert MODE=int8` and `make test` set everything up.
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+MODEL ?= tiny-gpt2
+MODE ?= int8
+SEQ_LEN ?=
+CALIBRATION ?= builtin
+BUILD_DIR ?= build
+OVERWRITE ?=
+MODES ?= fp32,fp16,dynamic,int8,int16x8
+PYTEST_ARGS ?=
+
+export KERAS_BACKEND := tensorflow
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+CONVERT_FLAGS = --model=$(MODEL) --mode=$(MODE) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
+	$(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite)
+
+.PHONY: setup convert convert-all test test-large clean help
+
+help:
+	@echo "make convert MODE=<fp32|fp16|dynamic|int8|int16x8> [MODEL=tiny-gpt2|path] [SEQ_LEN=n] [OVERWRITE=1]"
+	@echo "make convert-all [MODEL=...] [MODES=fp32,int8]  every mode, then the table in build/<model>/modes.md"
+	@echo "make test                     the test suite (tiny models, no downloads)"
+	@echo "make test-large               tests behind the 'large' marker"
+	@echo "make setup                    create $(VENV) from pinned versions"
+
+setup: $(STAMP)
+
+# Reinstalls only when the pins change; a second `make setup` is a no-op.
+$(STAMP): setup.cfg requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+convert: $(STAMP)
+	$(PY) -m converter $(CONVERT_FLAGS)
+
+convert-all: $(STAMP)
+	$(PY) -m converter.table --model=$(MODEL) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not large" $(PYTEST_ARGS)
+
+test-large: $(STAMP)
+	$(PY) -m pytest -m large $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,24 @@
+"""Convert Keras language models to LiteRT (`.tflite`) in float, float16 and quantized modes.
+
+TensorFlow and Keras are imported lazily, inside the functions that need them,
+so importing this package (and `--help`) stays fast.
+"""
+
+from converter.conversion import ConversionResult, convert_keras, default_output_path
+from converter.inspection import ModelInspection, inspect_model
+from converter.modes import MODE_NAMES, Mode, parse_mode
+from converter.model_sources import BUILTIN_MODELS, LoadedModel, load_model
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "ConversionResult",
+    "LoadedModel",
+    "MODE_NAMES",
+    "Mode",
+    "ModelInspection",
+    "convert_keras",
+    "default_output_path",
+    "inspect_model",
+    "load_model",
+    "parse_mode",
+]

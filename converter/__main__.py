@@ -1,0 +1,142 @@
+"""Command line: convert a Keras LM to LiteRT.
+
+    python -m converter --mode=int8 [--model=tiny-gpt2] [--seq_len=128]
+        [--calibration=builtin] [--out=build/<model>/<model>_<mode>.tflite]
+
+Text calibration sources are cut into token windows once per model and
+seq_len; both splits are kept beside the models
+(`build/<model>/<model>_seq<N>_{calibration,evaluation}.npz`), so the
+benchmarks measure accuracy on windows that calibration never saw.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+from absl import app, flags
+
+from converter import modes
+
+_MODE = flags.DEFINE_enum("mode", None, list(modes.MODE_NAMES), "Conversion mode.")
+flags.mark_flag_as_required("mode")
+
+_MODEL = flags.DEFINE_string(
+    "model", "tiny-gpt2", "Built-in model name, a .keras file or a local keras-hub preset folder."
+)
+_OUT = flags.DEFINE_string(
+    "out", None, "Output .tflite path. Default: <build_dir>/<model>/<model>_<mode>.tflite."
+)
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace existing outputs.")
+_BUILD_DIR = flags.DEFINE_string("build_dir", "build", "Folder for models, windows and reports.")
+
+_SEQ_LEN = flags.DEFINE_integer(
+    "seq_len", None, "Fixed sequence length (default 128, capped at the model's maximum).", lower_bound=2
+)
+_PADDING_MASK = flags.DEFINE_boolean(
+    "padding_mask", False, "Add a padding_mask input (default: token_ids only, mask all ones)."
+)
+
+_CALIBRATION = flags.DEFINE_string(
+    "calibration",
+    "builtin",
+    "Calibration data: 'builtin' (Python's documentation text), a .txt or .jsonl file, "
+    "or a .npz of token windows.",
+)
+_NUM_CALIBRATION_SAMPLES = flags.DEFINE_integer(
+    "num_calibration_samples", 64, "Calibration windows to use.", lower_bound=1
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the calibration/evaluation split.")
+
+
+def windows_paths(build_dir: str, model_name: str, seq_len: int) -> tuple[pathlib.Path, pathlib.Path]:
+    """Where a model's calibration and evaluation windows are kept."""
+    folder = pathlib.Path(build_dir) / model_name
+    stem = f"{model_name}_seq{seq_len}"
+    return folder / f"{stem}_calibration.npz", folder / f"{stem}_evaluation.npz"
+
+
+def _prepare_windows(loaded, *, source: str, seq_len: int, seed: int, build_dir: str):
+    """Returns calibration windows for a text source, saving both splits once."""
+    import representative_data  # pylint: disable=import-outside-toplevel
+
+    calibration_path, evaluation_path = windows_paths(build_dir, loaded.name, seq_len)
+    if calibration_path.exists() and evaluation_path.exists():
+        windows = representative_data.load_windows(calibration_path)
+        if dict(windows.metadata).get("source") == source and dict(windows.metadata).get("seed") == seed:
+            print(f"[convert] reusing {calibration_path}", file=sys.stderr)
+            return windows
+    if loaded.tokenizer is None:
+        raise app.UsageError(
+            f"Model {loaded.name!r} has no tokenizer to cut {source!r} into windows; pass "
+            "--calibration=<windows.npz> made with the model's own tokenizer."
+        )
+    calibration, evaluation = representative_data.build_windows(
+        source, loaded.tokenizer, seq_len=seq_len, seed=seed
+    )
+    representative_data.save_windows(calibration, calibration_path, overwrite=True)
+    representative_data.save_windows(evaluation, evaluation_path, overwrite=True)
+    print(
+        f"[convert] {calibration.num_windows} calibration and {evaluation.num_windows} evaluation "
+        f"windows of {seq_len} tokens -> {calibration_path.parent}",
+        file=sys.stderr,
+    )
+    return calibration
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from converter import conversion, model_sources, wrapping  # pylint: disable=import-outside-toplevel
+
+    mode = modes.parse_mode(_MODE.value)
+    name = model_sources.default_name(_MODEL.value)
+    out = _OUT.value or str(conversion.default_output_path(name, mode, build_dir=_BUILD_DIR.value))
+    calibration = _CALIBRATION.value
+    try:
+        conversion.preflight(
+            _MODEL.value, mode, calibration=calibration, seq_len=_SEQ_LEN.value,
+            num_calibration_samples=_NUM_CALIBRATION_SAMPLES.value, output_path=out,
+            overwrite=_OVERWRITE.value,
+        )
+        loaded = model_sources.load_model(_MODEL.value, build_dir=_BUILD_DIR.value)
+        facts = wrapping.model_facts(loaded.model)
+        seq_len = _SEQ_LEN.value or (
+            min(conversion.DEFAULT_SEQ_LEN, facts.max_sequence_length)
+            if facts.max_sequence_length else conversion.DEFAULT_SEQ_LEN
+        )
+        if facts.max_sequence_length is not None and seq_len > facts.max_sequence_length:
+            raise ValueError(
+                f"--seq_len={seq_len} is above the model's maximum sequence length "
+                f"{facts.max_sequence_length}."
+            )
+        if not calibration.endswith(".npz"):
+            calibration = _prepare_windows(
+                loaded, source=calibration, seq_len=seq_len, seed=_SEED.value, build_dir=_BUILD_DIR.value
+            )
+        result = conversion.convert_keras(
+            loaded, mode, calibration=calibration, seq_len=seq_len,
+            num_calibration_samples=_NUM_CALIBRATION_SAMPLES.value, padding_mask=_PADDING_MASK.value,
+            output_path=out, overwrite=_OVERWRITE.value, seed=_SEED.value, build_dir=_BUILD_DIR.value,
+        )
+    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    check = result.check
+    print(
+        f"{result.path}: {result.size_bytes / 2**20:.2f} MiB, {result.mode}, seq_len {result.seq_len}, "
+        f"{result.conversion_seconds:.1f} s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB; "
+        f"vs Keras: max |logit error| {check['max_abs_logit_error']:.4g}, "
+        f"top-1 agreement {100 * check['top1_agreement']:.1f} %"
+    )
+    return 0
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,59 @@
+"""Wall time and peak resident memory of a block of work."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import resource
+import threading
+import time
+
+
+def current_rss_bytes() -> int:
+    """Resident set size of this process, from /proc where it exists."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        # ru_maxrss is the lifetime peak in KiB on Linux: an upper bound.
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclasses.dataclass
+class ResourceUsage:
+    """Filled in when the `track_resources` block ends."""
+
+    seconds: float = 0.0
+    start_rss_bytes: int = 0
+    peak_rss_bytes: int = 0
+
+
+@contextlib.contextmanager
+def track_resources(*, interval_seconds: float = 0.02):
+    """Measures elapsed time and the peak RSS seen while the block runs.
+
+    RSS is sampled from a background thread, because the process-wide
+    ru_maxrss cannot be reset between conversions in one process.
+
+    Yields:
+      A `ResourceUsage`, complete after the block exits.
+    """
+    usage = ResourceUsage(start_rss_bytes=current_rss_bytes())
+    usage.peak_rss_bytes = usage.start_rss_bytes
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(interval_seconds):
+            usage.peak_rss_bytes = max(usage.peak_rss_bytes, current_rss_bytes())
+
+    sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
+    start = time.perf_counter()
+    sampler.start()
+    try:
+        yield usage
+    finally:
+        stop.set()
+        sampler.join()
+        usage.peak_rss_bytes = max(usage.peak_rss_bytes, current_rss_bytes())
+        usage.seconds = time.perf_counter() - start

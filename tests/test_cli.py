@@ -1,0 +1,94 @@
+"""Smoke tests of the command line and of every Makefile target, on a tiny preset."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from helpers import tiny_tokenizer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def preset(tmp_path_factory):
+    """A keras-hub preset folder with a GPT-2 backbone and its own tokenizer."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    tokenizer = tiny_tokenizer()
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(), num_layers=1, num_heads=2,
+        hidden_dim=32, intermediate_dim=64, max_sequence_length=32,
+    )
+    folder = tmp_path_factory.mktemp("presets") / "tiny-preset"
+    backbone.save_to_preset(str(folder))
+    tokenizer.save_to_preset(str(folder))
+    return folder
+
+
+def _run(command, **kwargs):
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False, **kwargs)
+
+
+def test_help_lists_the_modes():
+    completed = _run([sys.executable, "-m", "converter", "--help"])
+    assert "--mode: <fp32|fp16|dynamic|int8|int16x8>: Conversion mode." in completed.stdout
+
+
+def test_unknown_mode_is_refused_when_flags_are_parsed():
+    completed = _run([sys.executable, "-m", "converter", "--mode=int4"])
+    assert completed.returncode != 0
+    assert "value should be one of <fp32|fp16|dynamic|int8|int16x8>" in completed.stderr
+
+
+def test_cli_converts_int8_with_builtin_calibration_and_keeps_windows(preset, tmp_path):
+    build = tmp_path / "build"
+    command = [sys.executable, "-m", "converter", f"--model={preset}", "--mode=int8", "--seq_len=16",
+               "--num_calibration_samples=8", f"--build_dir={build}"]
+    completed = _run(command)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    model = build / "tiny-preset" / "tiny-preset_int8.tflite"
+    report = json.loads(model.with_suffix(".json").read_text())
+    assert report["mode"] == "int8" and report["calibration"]["source"] == "builtin"
+    assert report["calibration"]["num_samples"] == 8
+    assert (build / "tiny-preset" / "tiny-preset_seq16_evaluation.npz").exists()
+    assert (build / "tiny-preset" / "tiny-preset_seq16_calibration.npz").exists()
+    assert "top-1 agreement" in completed.stdout
+
+    again = _run(command)
+    assert again.returncode == 2
+    assert "exists. Pass overwrite=True (--overwrite" in again.stderr
+    assert json.loads(model.with_suffix(".json").read_text()) == report
+
+
+def test_make_convert_and_convert_all_write_models_and_the_table(preset, tmp_path):
+    build = tmp_path / "build"
+    convert = _run(["make", "convert", f"MODEL={preset}", "MODE=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"])
+    assert convert.returncode == 0, convert.stderr[-3000:]
+    assert (build / "tiny-preset" / "tiny-preset_fp32.tflite").stat().st_size > 0
+
+    table = _run(["make", "convert-all", f"MODEL={preset}", "MODES=fp32,dynamic", "SEQ_LEN=16", f"BUILD_DIR={build}"])
+    assert table.returncode == 0, table.stderr[-3000:]
+    rendered = (build / "tiny-preset" / "modes.md").read_text()
+    assert "| fp32 |" in rendered and "| dynamic |" in rendered and "1.000x" in rendered
+    assert (build / "tiny-preset" / "tiny-preset_dynamic.tflite").exists()
+
+
+def test_make_help_setup_test_and_clean(tmp_path):
+    assert "make convert MODE=" in _run(["make", "help"]).stdout
+    setup = _run(["make", "setup"])
+    assert setup.returncode == 0 and "pip install" not in setup.stdout  # already set up: nothing to do
+    dry = _run(["make", "-n", "test"])
+    assert "-m pytest" in dry.stdout
+    doomed = tmp_path / "build"
+    (doomed / "x").mkdir(parents=True)
+    assert _run(["make", "clean", f"BUILD_DIR={doomed}"]).returncode == 0
+    assert not doomed.exists()
