@@ -68,7 +68,7 @@ def _prepare_windows(loaded, *, source: str, seq_len: int, seed: int, build_dir:
             print(f"[convert] reusing {calibration_path}", file=sys.stderr)
             return windows
     if loaded.tokenizer is None:
-        raise app.UsageError(
+        raise ValueError(
             f"Model {loaded.name!r} has no tokenizer to cut {source!r} into windows; pass "
             "--calibration=<windows.npz> made with the model's own tokenizer."
         )
@@ -112,7 +112,11 @@ def main(argv: list[str]) -> int:
                 f"--seq_len={seq_len} is above the model's maximum sequence length "
                 f"{facts.max_sequence_length}."
             )
-        if not calibration.endswith(".npz"):
+        if not calibration.endswith(".npz") and loaded.tokenizer is None and not mode.needs_calibration:
+            # Without a tokenizer there are no windows to check against; fp32,
+            # fp16 and dynamic need none (the check then uses random ids).
+            calibration = None
+        elif not calibration.endswith(".npz"):
             calibration = _prepare_windows(
                 loaded, source=calibration, seq_len=seq_len, seed=_SEED.value, build_dir=_BUILD_DIR.value
             )

@@ -139,6 +139,32 @@ def _float_twin(schema, subgraph, tensor_index: int) -> int:
     return len(subgraph.tensors) - 1
 
 
+def _bridge(model_object, subgraph, tensors, quantized_types, *, to_float: bool):
+    """Float twins for the quantized tensors among `tensors`, and the ops converting them.
+
+    With `to_float`, each quantized input gets a DEQUANTIZE into its twin;
+    otherwise each quantized output is written as a float twin and a QUANTIZE
+    restores the original tensor (same scale and zero point).
+
+    Returns:
+      (new ops, the tensor list with twins in place of quantized tensors).
+    """
+    schema = inspection._schema()  # pylint: disable=protected-access
+    ops, replaced = [], list(tensors)
+    for position, tensor in enumerate(replaced):
+        if tensor < 0 or subgraph.tensors[tensor].type not in quantized_types:
+            continue
+        twin = _float_twin(schema, subgraph, tensor)
+        bridge = schema.OperatorT()
+        builtin = schema.BuiltinOperator.DEQUANTIZE if to_float else schema.BuiltinOperator.QUANTIZE
+        version = 3 if subgraph.tensors[tensor].type == schema.TensorType.INT16 else 2
+        bridge.opcodeIndex = _opcode_index(model_object, builtin, version)
+        bridge.inputs, bridge.outputs = ([tensor], [twin]) if to_float else ([twin], [tensor])
+        ops.append(bridge)
+        replaced[position] = twin
+    return ops, replaced
+
+
 def run_ops_in_float(model: bytes, op_types: Iterable[str]) -> SurgeryResult:
     """Runs every op of the given types in float inside a quantized model.
 
@@ -169,35 +195,9 @@ def run_ops_in_float(model: bytes, op_types: Iterable[str]) -> SurgeryResult:
             if name not in wanted or not touched:
                 rebuilt.append(op)
                 continue
-            inputs = list(op.inputs)
-            for position, tensor in enumerate(inputs):
-                if tensor < 0 or subgraph.tensors[tensor].type not in quantized_types:
-                    continue
-                twin = _float_twin(schema, subgraph, tensor)
-                dequantize = schema.OperatorT()
-                dequantize.opcodeIndex = _opcode_index(
-                    model_object, schema.BuiltinOperator.DEQUANTIZE,
-                    3 if subgraph.tensors[tensor].type == schema.TensorType.INT16 else 2,
-                )
-                dequantize.inputs, dequantize.outputs = [tensor], [twin]
-                rebuilt.append(dequantize)
-                inputs[position] = twin
-            op.inputs = inputs
-            outputs = list(op.outputs)
-            quantizes = []
-            for position, tensor in enumerate(outputs):
-                if subgraph.tensors[tensor].type not in quantized_types:
-                    continue
-                twin = _float_twin(schema, subgraph, tensor)
-                quantize = schema.OperatorT()
-                quantize.opcodeIndex = _opcode_index(
-                    model_object, schema.BuiltinOperator.QUANTIZE,
-                    3 if subgraph.tensors[tensor].type == schema.TensorType.INT16 else 2,
-                )
-                quantize.inputs, quantize.outputs = [twin], [tensor]
-                quantizes.append(quantize)
-                outputs[position] = twin
-            op.outputs = outputs
+            dequantizes, op.inputs = _bridge(model_object, subgraph, op.inputs, quantized_types, to_float=True)
+            quantizes, op.outputs = _bridge(model_object, subgraph, op.outputs, quantized_types, to_float=False)
+            rebuilt.extend(dequantizes)
             rebuilt.append(op)
             rebuilt.extend(quantizes)
             changes.append(f"{name} runs in float ({len(touched)} quantized tensors bridged)")

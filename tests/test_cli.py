@@ -69,6 +69,23 @@ def test_cli_converts_int8_with_builtin_calibration_and_keeps_windows(preset, tm
     assert json.loads(model.with_suffix(".json").read_text()) == report
 
 
+def test_cli_model_without_tokenizer_converts_fp32_and_asks_for_windows_for_int8(tmp_path):
+    import keras
+
+    ids = keras.Input((None,), dtype="int32")
+    model = keras.Model(ids, keras.layers.Dense(40)(keras.layers.Embedding(40, 8)(ids)))
+    model.save(tmp_path / "plain.keras")
+    base = [sys.executable, "-m", "converter", f"--model={tmp_path / 'plain.keras'}", "--seq_len=8",
+            f"--build_dir={tmp_path / 'build'}"]
+    fp32 = _run(base + ["--mode=fp32"])
+    assert fp32.returncode == 0, fp32.stderr[-3000:]
+    assert (tmp_path / "build" / "plain" / "plain_fp32.tflite").exists()
+    int8 = _run(base + ["--mode=int8"])
+    assert int8.returncode == 2
+    assert "has no tokenizer" in int8.stderr and "--calibration=<windows.npz>" in int8.stderr
+    assert not (tmp_path / "build" / "plain" / "plain_int8.tflite").exists()
+
+
 def test_make_convert_and_convert_all_write_models_and_the_table(preset, tmp_path):
     build = tmp_path / "build"
     convert = _run(["make", "convert", f"MODEL={preset}", "MODE=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"])
