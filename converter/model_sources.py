@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import warnings
 import zipfile
 from typing import Any
 
@@ -150,7 +151,10 @@ def _load_preset(path: pathlib.Path) -> LoadedModel:
         raise ValueError(f"Could not load the keras-hub preset at {str(path)!r}: {error}") from error
     tokenizer = find_tokenizer(model)
     if tokenizer is None and (path / "tokenizer.json").is_file():
-        tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(str(path))
+        with warnings.catch_warnings():
+            # keras-hub 0.32 leaves the SentencePiece vocabulary file open.
+            warnings.simplefilter("ignore", ResourceWarning)
+            tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(str(path))
     return LoadedModel(name=path.name, source=f"keras-hub preset {path}", model=model, tokenizer=tokenizer)
 
 
