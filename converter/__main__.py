@@ -72,8 +72,11 @@ def _prepare_windows(loaded, *, source: str, seq_len: int, seed: int, build_dir:
             f"Model {loaded.name!r} has no tokenizer to cut {source!r} into windows; pass "
             "--calibration=<windows.npz> made with the model's own tokenizer."
         )
+    # The tokenizer's own end-of-text id between documents, as tiny-gpt2 was
+    # trained, so that its held-out windows are the evaluation windows here.
+    separator_id = representative_data.TokenizerAdapter(loaded.tokenizer).end_token_id
     calibration, evaluation = representative_data.build_windows(
-        source, loaded.tokenizer, seq_len=seq_len, seed=seed
+        source, loaded.tokenizer, seq_len=seq_len, seed=seed, separator_id=separator_id
     )
     representative_data.save_windows(calibration, calibration_path, overwrite=True)
     representative_data.save_windows(evaluation, evaluation_path, overwrite=True)
@@ -89,7 +92,7 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    from converter import conversion, model_sources, wrapping  # pylint: disable=import-outside-toplevel
+    from converter import conversion, model_sources  # pylint: disable=import-outside-toplevel
 
     mode = modes.parse_mode(_MODE.value)
     name = model_sources.default_name(_MODEL.value)
@@ -102,16 +105,7 @@ def main(argv: list[str]) -> int:
             overwrite=_OVERWRITE.value,
         )
         loaded = model_sources.load_model(_MODEL.value, build_dir=_BUILD_DIR.value)
-        facts = wrapping.model_facts(loaded.model)
-        seq_len = _SEQ_LEN.value or (
-            min(conversion.DEFAULT_SEQ_LEN, facts.max_sequence_length)
-            if facts.max_sequence_length else conversion.DEFAULT_SEQ_LEN
-        )
-        if facts.max_sequence_length is not None and seq_len > facts.max_sequence_length:
-            raise ValueError(
-                f"--seq_len={seq_len} is above the model's maximum sequence length "
-                f"{facts.max_sequence_length}."
-            )
+        seq_len = conversion.resolve_seq_len(loaded.model, _SEQ_LEN.value)
         if not calibration.endswith(".npz") and loaded.tokenizer is None and not mode.needs_calibration:
             # Without a tokenizer there are no windows to check against; fp32,
             # fp16 and dynamic need none (the check then uses random ids).

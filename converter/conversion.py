@@ -166,7 +166,8 @@ def _resolve_calibration(calibration, loaded, *, seq_len, seed, num_samples, pro
         )
     _log(f"tokenizing calibration text from {text}", progress)
     calibration_windows, _ = representative_data.build_windows(
-        text, loaded.tokenizer, seq_len=seq_len, seed=seed, max_calibration=num_samples
+        text, loaded.tokenizer, seq_len=seq_len, seed=seed, max_calibration=num_samples,
+        separator_id=representative_data.TokenizerAdapter(loaded.tokenizer).end_token_id,
     )
     return calibration_windows, {"source": text}
 
@@ -224,6 +225,23 @@ def preflight(
     return mode
 
 
+def resolve_seq_len(model: Any, seq_len: int | None) -> int:
+    """The sequence length to trace: the one asked for, or 128 capped at the model's maximum.
+
+    Raises:
+      ValueError: `seq_len` is above the model's maximum sequence length.
+    """
+    limit = wrapping.model_facts(model).max_sequence_length
+    if seq_len is None:
+        return min(DEFAULT_SEQ_LEN, limit) if limit else DEFAULT_SEQ_LEN
+    if limit is not None and seq_len > limit:
+        raise ValueError(
+            f"seq_len {seq_len} is above the model's maximum sequence length {limit}. "
+            f"Pass seq_len <= {limit}."
+        )
+    return seq_len
+
+
 def convert_keras(
     model: Any,
     mode: "str | modes.Mode",
@@ -279,15 +297,7 @@ def convert_keras(
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     _log(f"loading model {model if isinstance(model, (str, os.PathLike)) else type(model).__name__}", progress)
     loaded = model_sources.load_model(model, name=name, build_dir=build_dir)
-    facts = wrapping.model_facts(loaded.model)
-    limit = facts.max_sequence_length
-    if seq_len is None:
-        seq_len = min(DEFAULT_SEQ_LEN, limit) if limit else DEFAULT_SEQ_LEN
-    if limit is not None and seq_len > limit:
-        raise ValueError(
-            f"seq_len {seq_len} is above the model's maximum sequence length {limit}. "
-            f"Pass seq_len <= {limit}."
-        )
+    seq_len = resolve_seq_len(loaded.model, seq_len)
     wrapped = wrapping.wrap_model(loaded.model, seq_len=seq_len, padding_mask=padding_mask)
     vocabulary_size = int(wrapped.outputs[0].shape[-1])
     input_names = [wrapping.TOKEN_IDS] + ([wrapping.PADDING_MASK] if padding_mask else [])

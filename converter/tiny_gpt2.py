@@ -21,8 +21,10 @@ without a preprocessor.
 Token ids: 0 is padding (`<pad>`), 1 unknown (`<unk>`; never produced, since
 characters outside the vocabulary fall back to byte pieces), 2 beginning of
 text (`<s>`; unused in training) and 3 end of text (`</s>`). The training text
-is the documents, each followed by id 3, cut into disjoint windows of
-`sequence_length + 1` tokens, so no window holds padding.
+is cut by `representative_data` exactly as the converter cuts calibration and
+evaluation text (same tokenizer adapter, windows of `sequence_length` tokens,
+same seeded split), so the converter's evaluation windows are this model's
+held-out windows.
 
 Determinism: the tokenizer is trained single-threaded on every line of the
 text, so its proto is byte-identical from run to run. Model initialisation,
@@ -98,8 +100,9 @@ class TinyGpt2Settings:
       intermediate_dim: Width of the feed-forward layer.
       max_sequence_length: Positions the model supports (size of the position
         embedding).
-      sequence_length: Input tokens per training window. Each window holds
-        `sequence_length + 1` tokens so that every input position has a target.
+      sequence_length: Tokens per window (the converter's seq_len); the model
+        reads the first `sequence_length - 1` and predicts the next token at
+        each.
       dropout: Dropout rate inside the backbone.
       batch_size: Windows per training step.
       epochs: Passes over the training windows.
@@ -211,7 +214,7 @@ class TrainedTinyGpt2:
       causal_lm: The `GPT2CausalLM` (no preprocessor: token ids in, logits
         out).
       tokenizer: Its `SentencePieceTokenizer`.
-      eval_windows: The held-out windows, int32 `[N, sequence_length + 1]`.
+      eval_windows: The held-out windows, int32 `[N, sequence_length]`.
       report: What `training.json` records (settings, figures, versions).
     """
 
@@ -456,13 +459,7 @@ def train_tiny_gpt2(
         documents, vocabulary_size=settings.vocabulary_size, seed=settings.seed
     )
     tokenizer = keras_hub.tokenizers.SentencePieceTokenizer(proto=proto)
-    token_ids = [np.asarray(ids, dtype=np.int32) for ids in tokenizer.tokenize(documents)]
-    token_count = sum(len(ids) for ids in token_ids)
-
-    windows = _make_windows(token_ids, window_length=settings.sequence_length + 1)
-    train_windows, eval_windows = _split_windows(
-        windows, eval_fraction=settings.eval_fraction, seed=settings.seed
-    )
+    train_windows, eval_windows, token_count = _training_windows(documents, tokenizer, settings)
     train_inputs, train_targets = _model_inputs(train_windows)
     eval_inputs, eval_targets = _model_inputs(eval_windows)
     baseline = unigram_perplexity(
@@ -580,7 +577,7 @@ def train_tiny_gpt2(
         },
         "train_windows": len(train_windows),
         "eval_windows": len(eval_windows),
-        "window_tokens": settings.sequence_length + 1,
+        "window_tokens": settings.sequence_length,
         "steps_per_epoch": steps_per_epoch,
         "epochs_completed": len(history.history.get("loss", [])),
         "stopped_by_time_budget": any(callback.stopped for callback in callbacks),
@@ -763,28 +760,51 @@ def _replace_folder(source: pathlib.Path, destination: pathlib.Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _make_windows(token_ids: Sequence[np.ndarray], *, window_length: int) -> np.ndarray:
-    """Joins documents, each followed by end-of-text, and cuts disjoint windows."""
-    stream = np.concatenate([np.append(ids, EOS_TOKEN_ID) for ids in token_ids])
-    count = len(stream) // window_length
-    return stream[: count * window_length].astype(np.int32).reshape(count, window_length)
+def _training_windows(documents, tokenizer, settings) -> tuple[np.ndarray, np.ndarray, int]:
+    """Training and held-out windows, cut exactly as `representative_data.build_windows` cuts them.
 
+    The converter's CLI cuts the same corpus with the same tokenizer, seq_len
+    and seed through `build_windows`, so its evaluation windows are this
+    model's held-out windows: accuracy is measured on text it never trained
+    on, and calibration (the other split) is text it did train on.
 
-def _split_windows(
-    windows: np.ndarray, *, eval_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Splits windows into disjoint training and held-out sets, seeded."""
-    count = len(windows)
-    eval_count = max(1, round(count * eval_fraction))
-    if count - eval_count < 1:
-        raise ValueError(
-            f"The text makes only {count} window(s) of {windows.shape[1]} tokens, "
-            "too few to hold some out. Use more documents (max_documents) or a "
-            "shorter sequence_length."
+    Returns:
+      (training windows, held-out windows, token count); windows are int32
+      `[N, sequence_length]`, full windows only (a padded tail is dropped).
+
+    Raises:
+      ValueError: the text is too small for two windows of that length.
+    """
+    # pylint: disable=import-outside-toplevel
+    from representative_data import TokenizerAdapter, make_windows, split_windows
+
+    adapter = TokenizerAdapter(tokenizer)
+    stream = adapter.encode_documents(documents, separator_id=adapter.end_token_id)
+    try:
+        windows = make_windows(stream, seq_len=settings.sequence_length)
+        if round(windows.num_windows * settings.eval_fraction) >= windows.num_windows:
+            # split_windows would quietly keep one window for training.
+            raise ValueError(f"holding out {settings.eval_fraction:.0%} of {windows.num_windows} leaves none")
+        training, held_out = split_windows(
+            windows, evaluation_fraction=settings.eval_fraction, seed=settings.seed
         )
-    order = np.random.default_rng(seed).permutation(count)
-    # Sorted so that each set keeps corpus order; fit shuffles its own copy.
-    return windows[np.sort(order[eval_count:])], windows[np.sort(order[:eval_count])]
+    except ValueError as error:
+        raise ValueError(
+            f"The text makes too few windows of {settings.sequence_length} tokens to hold "
+            f"some out ({error}). Use more documents (max_documents) or a shorter "
+            "sequence_length."
+        ) from error
+
+    def full(split):
+        return split.token_ids[split.padding_mask.all(axis=1)]
+
+    training_windows, held_out_windows = full(training), full(held_out)
+    if not len(training_windows) or not len(held_out_windows):
+        raise ValueError(
+            f"The text makes too few full windows of {settings.sequence_length} tokens to "
+            "hold some out. Use more documents (max_documents) or a shorter sequence_length."
+        )
+    return training_windows, held_out_windows, int(len(stream))
 
 
 def _model_inputs(windows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -265,3 +265,20 @@ def test_default_build_beats_unigram_baseline_twice_over(tmp_path):
     assert report["eval_perplexity"] * 2 <= report["unigram_perplexity"]
     causal_lm, tokenizer = tiny_gpt2.load_tiny_gpt2(preset)
     assert tokenizer.vocabulary_size() == causal_lm.backbone.vocabulary_size == 4096
+
+
+def test_held_out_windows_are_the_converters_evaluation_windows(micro_trained, tmp_path):
+    import representative_data
+
+    # The converter cuts text with build_windows; one jsonl line per document
+    # gives it the same documents the micro build trained on.
+    corpus = tmp_path / "micro.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in builtin_corpus()[:MICRO["max_documents"]]))
+    calibration, evaluation = representative_data.build_windows(
+        str(corpus), micro_trained.tokenizer, seq_len=MICRO["sequence_length"], seed=MICRO_SETTINGS.seed
+    )
+    full = evaluation.padding_mask.all(axis=1)
+    np.testing.assert_array_equal(evaluation.token_ids[full], micro_trained.eval_windows)
+    # No held-out window is among the calibration (= training) windows.
+    training = {row.tobytes() for row in calibration.token_ids}
+    assert not any(row.tobytes() in training for row in micro_trained.eval_windows)
