@@ -109,3 +109,28 @@ def test_make_help_setup_test_and_clean(tmp_path):
     (doomed / "x").mkdir(parents=True)
     assert _run(["make", "clean", f"BUILD_DIR={doomed}"]).returncode == 0
     assert not doomed.exists()
+
+
+def test_make_bench_then_report_cover_modes_keras_and_onnx_peers(preset, tmp_path):
+    build, results_dir = tmp_path / "build", tmp_path / "results"
+    bench = _run(["make", "bench", f"MODEL={preset}", "MODES=dynamic", "THREADS=1", f"BUILD_DIR={build}",
+                  f"RESULTS_DIR={results_dir}", "BENCH_FLAGS=--runs=2 --max_windows=2"])
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    results = [json.loads(path.read_text()) for path in (results_dir / "tiny-preset").glob("*.json")]
+    # fp32 is always benchmarked: it is the accuracy reference.
+    assert sorted(r["model"]["variant"] for r in results) == ["dynamic", "fp32", "keras", "onnx-dynamic", "onnx-fp32"]
+    assert all(r["accuracy"]["windows"] == 2 and r["accuracy"]["top1_agreement"] is not None for r in results)
+    report = _run(["make", "report", f"RESULTS_DIR={results_dir}"])
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = (results_dir / "report.md").read_text()
+    assert "## tiny-preset on" in text and "| `onnx-dynamic` |" in text
+    assert list(results_dir.glob("tiny-preset_*.png"))
+
+
+def test_bench_refuses_bad_threads_and_an_unwritable_results_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    completed = _run([sys.executable, "-m", "converter.bench", f"--results_dir={blocker}"])
+    assert completed.returncode == 2 and "is a file" in completed.stderr
+    completed = _run([sys.executable, "-m", "converter.bench", "--threads=0,2", f"--results_dir={tmp_path}"])
+    assert completed.returncode == 2 and "at least 1" in completed.stderr

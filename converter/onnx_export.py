@@ -1,0 +1,133 @@
+"""The peer a user would pick instead of LiteRT: the same model in ONNX, fp32 and dynamic int8.
+
+    python -m converter.onnx_export [--model=tiny-gpt2] [--seq_len=128]
+
+writes `build/<model>/<model>_onnx-fp32.onnx` (Keras' own ONNX export of the
+same fixed-shape wrapper the TFLite converter traces) and
+`<model>_onnx-dynamic.onnx` (`onnxruntime.quantization.quantize_dynamic`, int8
+weights, the peer of our `dynamic` mode).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+import tempfile
+import warnings
+
+from absl import app, flags, logging
+
+ONNX_FP32 = "onnx-fp32"
+ONNX_DYNAMIC = "onnx-dynamic"
+_INSTALL_HINT = "Install the peer packages: make bench (or pip install -e '.[bench]')."
+
+
+def onnx_paths(model_name: str, *, build_dir: str | os.PathLike = "build") -> dict[str, pathlib.Path]:
+    """Where the ONNX peers of a model are written, keyed by variant."""
+    folder = pathlib.Path(build_dir) / model_name
+    return {variant: folder / f"{model_name}_{variant}.onnx" for variant in (ONNX_FP32, ONNX_DYNAMIC)}
+
+
+def check_peer_packages() -> None:
+    """Raises ImportError naming what to install when the ONNX tools are missing."""
+    for module in ("onnx", "onnxruntime", "tf2onnx"):
+        try:
+            __import__(module)
+        except ImportError as error:
+            raise ImportError(f"The ONNX peer needs {module!r} ({error}). {_INSTALL_HINT}") from error
+
+
+def export_onnx(
+    model,
+    *,
+    seq_len: int,
+    model_name: str,
+    build_dir: str | os.PathLike = "build",
+    overwrite: bool = False,
+) -> dict[str, pathlib.Path]:
+    """Exports the fp32 ONNX model and its dynamic int8 quantization.
+
+    Args:
+      model: anything `converter.load_model` accepts, or a `LoadedModel`.
+      seq_len: the fixed sequence length (the same as the TFLite models').
+      model_name: artifact name.
+      build_dir: build folder.
+      overwrite: replace existing files; otherwise existing ones are kept.
+
+    Returns:
+      The two paths, keyed by variant.
+
+    Raises:
+      ImportError: onnx / onnxruntime / tf2onnx are not installed.
+    """
+    check_peer_packages()
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    from converter import model_sources, wrapping  # pylint: disable=import-outside-toplevel
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # pylint: disable=import-outside-toplevel
+
+    paths = onnx_paths(model_name, build_dir=build_dir)
+    paths[ONNX_FP32].parent.mkdir(parents=True, exist_ok=True)
+    if overwrite or not paths[ONNX_FP32].exists():
+        loaded = model_sources.load_model(model, build_dir=build_dir)
+        wrapped = wrapping.wrap_model(loaded.model, seq_len=seq_len)
+        # Keras exports only models that have been called once.
+        wrapped({wrapping.TOKEN_IDS: np.zeros((1, seq_len), np.int32)})
+        print(f"[onnx] exporting {paths[ONNX_FP32]}", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(dir=paths[ONNX_FP32].parent) as scratch:
+            temporary = pathlib.Path(scratch) / "model.onnx"
+            with warnings.catch_warnings():
+                # tf2onnx probes numpy attributes that numpy 2 deprecates.
+                warnings.simplefilter("ignore", FutureWarning)
+                wrapped.export(str(temporary), format="onnx", verbose=False)
+            os.replace(temporary, paths[ONNX_FP32])
+    if overwrite or not paths[ONNX_DYNAMIC].exists():
+        print(f"[onnx] quantize_dynamic -> {paths[ONNX_DYNAMIC]}", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(dir=paths[ONNX_DYNAMIC].parent) as scratch:
+            temporary = pathlib.Path(scratch) / "model.onnx"
+            quantize_dynamic(str(paths[ONNX_FP32]), str(temporary), weight_type=QuantType.QInt8)
+            os.replace(temporary, paths[ONNX_DYNAMIC])
+    return paths
+
+
+_MODEL = None
+_SEQ_LEN = None
+_BUILD_DIR = None
+_OVERWRITE = None
+
+
+def _define_flags() -> None:
+    """Defines the flags only when run as a program, so importing this module defines none."""
+    global _MODEL, _SEQ_LEN, _BUILD_DIR, _OVERWRITE  # pylint: disable=global-statement
+    _MODEL = flags.DEFINE_string("model", "tiny-gpt2", "Built-in model name, .keras file or preset folder.")
+    _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "Fixed sequence length (default: as the converter).", lower_bound=2)
+    _BUILD_DIR = flags.DEFINE_string("build_dir", "build", "Build folder.")
+    _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace existing ONNX files.")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    logging.set_verbosity(logging.WARNING)  # onnxruntime's quantizer logs every tensor at INFO
+    from converter import conversion, model_sources  # pylint: disable=import-outside-toplevel
+
+    try:
+        check_peer_packages()
+        loaded = model_sources.load_model(_MODEL.value, build_dir=_BUILD_DIR.value)
+        seq_len = conversion.resolve_seq_len(loaded.model, _SEQ_LEN.value)
+        paths = export_onnx(
+            loaded, seq_len=seq_len, model_name=loaded.name, build_dir=_BUILD_DIR.value, overwrite=_OVERWRITE.value
+        )
+    except (ImportError, ValueError, FileNotFoundError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for variant, path in paths.items():
+        print(f"{variant}: {path} ({path.stat().st_size / 2**20:.2f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)
