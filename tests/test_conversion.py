@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -153,6 +154,10 @@ def test_save_refuses_to_overwrite_unless_asked(results, tmp_path):
     results["fp16"].save(path, overwrite=True)
     assert path.read_bytes() == results["fp16"].model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.tflite"]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    # Readable like any new file (the temporary file it was renamed from was 0600).
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {oct(0o666 & ~umask)}
 
 
 def test_backbone_and_plain_keras_model_convert_to_the_same_logits(causal_lm, windows):
