@@ -4,12 +4,14 @@ TensorFlow and Keras are imported lazily, inside the functions that need them,
 so importing this package (and `--help`) stays fast.
 """
 
+from converter.android_export import AndroidExport, export_android
 from converter.conversion import ConversionResult, convert_keras, default_output_path
 from converter.inspection import ModelInspection, inspect_model
 from converter.modes import MODE_NAMES, Mode, parse_mode
 from converter.model_sources import BUILTIN_MODELS, LoadedModel, load_model
 
 __all__ = [
+    "AndroidExport",
     "BUILTIN_MODELS",
     "ConversionResult",
     "LoadedModel",
@@ -18,6 +20,7 @@ __all__ = [
     "ModelInspection",
     "convert_keras",
     "default_output_path",
+    "export_android",
     "inspect_model",
     "load_model",
     "parse_mode",
