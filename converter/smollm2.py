@@ -26,7 +26,6 @@ one is reused.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -41,6 +40,9 @@ import zipfile
 from typing import Any
 
 import numpy as np
+
+from benchmarks.model_file import sha256_of
+from converter import folders
 
 SMOLLM2 = "smollm2-135m"
 
@@ -105,15 +107,6 @@ def read_source_report(preset_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: build the preset with build_smollm2() first.")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def find_gguf(
@@ -290,7 +283,7 @@ def build_smollm2(
         # artifact that other users and containers may need to read.
         work_dir.chmod(0o755)
         _build_into(work_dir, gguf_file, started=started, progress=progress)
-        _replace_folder(work_dir, final_dir)
+        folders.replace_folder(work_dir, final_dir)
     finally:
         # A no-op after the rename; after a failure it removes the partial build.
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -365,20 +358,6 @@ def _check_reload(folder: pathlib.Path, causal_lm, token_ids: np.ndarray, logits
         )
     if tokenizer.get_vocabulary() != causal_lm.preprocessor.tokenizer.get_vocabulary():
         raise RuntimeError(f"The saved {SMOLLM2} vocabulary differs from the one built; nothing was written.")
-
-
-def _replace_folder(source: pathlib.Path, destination: pathlib.Path) -> None:
-    """Moves a finished folder into place, replacing an older one if any."""
-    if not destination.exists():
-        source.rename(destination)
-        return
-    # A folder cannot be renamed over a non-empty one: move the old one aside
-    # first, so that the destination never mixes files of both.
-    trash = destination.with_name(f".{destination.name}-old-{os.getpid()}.tmp")
-    shutil.rmtree(trash, ignore_errors=True)
-    destination.rename(trash)
-    source.rename(destination)
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _versions() -> dict[str, str]:

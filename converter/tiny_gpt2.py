@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from converter import folders
+
 if TYPE_CHECKING:
     import keras_hub
 
@@ -410,7 +412,7 @@ def build_tiny_gpt2(
         work_dir.chmod(0o755)
         trained.save(work_dir, overwrite=True)
         _check_reload(work_dir, trained)
-        _replace_folder(work_dir, final_dir)
+        folders.replace_folder(work_dir, final_dir)
     finally:
         # A no-op after the rename; after a failure it removes the partial
         # build, so that only complete presets ever exist.
@@ -744,20 +746,6 @@ def _settings_difference(cached: Any, settings: TinyGpt2Settings) -> str:
         if cached.get(key) != value
     ]
     return "; ".join(differences) or "unknown difference"
-
-
-def _replace_folder(source: pathlib.Path, destination: pathlib.Path) -> None:
-    """Moves a finished folder into place, replacing an older one if any."""
-    if not destination.exists():
-        source.rename(destination)
-        return
-    # A folder cannot be renamed over a non-empty one: move the old one aside
-    # first, so that the destination never mixes files of both.
-    trash = destination.with_name(f".{destination.name}-old-{os.getpid()}.tmp")
-    shutil.rmtree(trash, ignore_errors=True)
-    destination.rename(trash)
-    source.rename(destination)
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _training_windows(documents, tokenizer, settings) -> tuple[np.ndarray, np.ndarray, int]:
