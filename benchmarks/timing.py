@@ -67,8 +67,9 @@ def time_runs(
     """Times `invoke`: one first run, warm-up, then timed runs.
 
     Like benchmark_model, both phases run at least a count and at least a
-    duration, so very fast models still get a stable median; `max_seconds`
-    stops the timed phase early for very slow ones (at least 3 runs).
+    duration, so very fast models still get a stable median. For very slow
+    ones, warm-up stops after a quarter of `max_seconds` (at least one run)
+    and the timed phase after `max_seconds` (at least 3 runs).
 
     Returns:
       (first run in ms, warm-up runs done, timed run latencies in ms).
@@ -81,7 +82,7 @@ def time_runs(
     while done < warmup_runs or time.perf_counter() - phase_start < min_warmup_seconds:
         invoke()
         done += 1
-        if time.perf_counter() - phase_start > max_seconds:
+        if time.perf_counter() - phase_start > max_seconds / 4:
             break
     samples: list[float] = []
     phase_start = time.perf_counter()

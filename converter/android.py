@@ -68,10 +68,10 @@ def load_conversion_result(model_path: str | os.PathLike):
 def load_tokenizer(model: str, *, build_dir: str):
     """The keras-hub tokenizer of a model given as on the command line, or None."""
     # pylint: disable=import-outside-toplevel
-    from converter import model_sources, tiny_gpt2
+    from converter import model_sources
 
     if model in model_sources.BUILTIN_MODELS:
-        folder = tiny_gpt2.build_tiny_gpt2(build_dir=build_dir)
+        folder = model_sources.build_builtin(model, build_dir=build_dir)
     else:
         folder = model_sources.check_model_path(model)
     if folder.is_dir() and (folder / "tokenizer.json").is_file():

@@ -49,11 +49,13 @@ _PEERS = None
 _KERAS = None
 _RUNS = None
 _MAX_WINDOWS = None
+_FIDELITY = None
 
 
 def _define_flags() -> None:
     """Defines the flags only when run as a program, so importing this module defines none."""
     global _MODEL, _MODES, _THREADS, _BUILD_DIR, _RESULTS_DIR, _SEQ_LEN, _PEERS, _KERAS, _RUNS, _MAX_WINDOWS  # pylint: disable=global-statement
+    global _FIDELITY  # pylint: disable=global-statement
     _MODEL = flags.DEFINE_string("model", "tiny-gpt2", "Built-in model name, .keras file or preset folder.")
     _MODES = flags.DEFINE_list("modes", list(modes.MODE_NAMES), "Modes to benchmark (fp32 is always included).")
     _THREADS = flags.DEFINE_list("threads", ["1", "2"], "CPU thread counts.")
@@ -64,6 +66,9 @@ def _define_flags() -> None:
     _KERAS = flags.DEFINE_boolean("keras", True, "Also benchmark the Keras model on TensorFlow.")
     _RUNS = flags.DEFINE_integer("runs", 50, "Timed runs per measurement (at least).", lower_bound=1)
     _MAX_WINDOWS = flags.DEFINE_integer("max_windows", None, "Score at most this many evaluation windows.", lower_bound=1)
+    _FIDELITY = flags.DEFINE_boolean(
+        "fidelity", False, "Instead: compare the harness with LiteRT's own benchmark tool on fp32 and dynamic."
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -83,7 +88,10 @@ def main(argv: list[str]) -> int:
     except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if modes.Mode.FP32 not in wanted:
+    if _FIDELITY.value:
+        # The wheel's tool and the harness both time fp32 and dynamic: the modes the peers are compared on.
+        wanted = [modes.Mode.FP32, modes.Mode.DYNAMIC]
+    elif modes.Mode.FP32 not in wanted:
         wanted.insert(0, modes.Mode.FP32)
     name = model_sources.default_name(_MODEL.value)
     python = sys.executable
@@ -94,6 +102,13 @@ def main(argv: list[str]) -> int:
         _run("converting missing modes", [python, "-m", "converter.table", *common,
                                           f"--modes={','.join(m.value for m in wanted)}"])
         fp32 = conversion.default_output_path(name, modes.Mode.FP32, build_dir=_BUILD_DIR.value)
+        if _FIDELITY.value:
+            dynamic = conversion.default_output_path(name, modes.Mode.DYNAMIC, build_dir=_BUILD_DIR.value)
+            _run("harness vs LiteRT's benchmark tool",
+                 [python, "-m", "benchmarks.fidelity", f"--model={fp32},{dynamic}",
+                  *[f"--threads={count}" for count in threads], f"--runs={max(_RUNS.value, 100)}",
+                  f"--results_dir={_RESULTS_DIR.value}"])
+            return 0
         seq_len = json.loads(fp32.with_suffix(".json").read_text())["seq_len"]
         evaluation = pathlib.Path(_BUILD_DIR.value) / name / f"{name}_seq{seq_len}_evaluation.npz"
         files = [conversion.default_output_path(name, mode, build_dir=_BUILD_DIR.value) for mode in wanted]

@@ -111,7 +111,7 @@ def load_model(model: Any, *, name: str | None = None, build_dir: str | os.PathL
     if isinstance(model, (str, os.PathLike)):
         text = os.fspath(model)
         if text in BUILTIN_MODELS:
-            preset = _BUILDERS[text](build_dir=build_dir)
+            preset = build_builtin(text, build_dir=build_dir)
             loaded = _load_preset(preset)
             return dataclasses.replace(loaded, name=name or text, source=f"built-in {text} ({preset})")
         path = check_model_path(text)
@@ -134,6 +134,17 @@ def load_model(model: Any, *, name: str | None = None, build_dir: str | os.PathL
         model=without_preprocessor(model),
         tokenizer=find_tokenizer(model),
     )
+
+
+def build_builtin(name: str, *, build_dir: str | os.PathLike = "build") -> pathlib.Path:
+    """Builds (or reuses) a built-in model's keras-hub preset folder and returns it.
+
+    Raises:
+      ValueError: not a built-in name (the valid ones are listed).
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"{name!r} is not a built-in model; choose one of {', '.join(BUILTIN_MODELS)}.")
+    return pathlib.Path(_BUILDERS[name](build_dir=build_dir))
 
 
 def default_name(model: str | os.PathLike) -> str:

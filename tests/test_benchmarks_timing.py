@@ -29,3 +29,12 @@ def test_time_runs_does_first_run_warmup_and_timed_runs_in_that_order():
 def test_time_runs_keeps_running_until_the_minimum_duration():
     _, _, samples = timing.time_runs(lambda: None, warmup_runs=0, runs=1, min_warmup_seconds=0.0, min_seconds=0.05)
     assert len(samples) > 1
+
+
+def test_slow_models_cut_warmup_and_timed_runs_short():
+    import time
+
+    first_ms, warmups, samples = timing.time_runs(
+        lambda: time.sleep(0.02), warmup_runs=50, runs=50, min_warmup_seconds=0.0, min_seconds=0.0, max_seconds=0.1
+    )
+    assert 1 <= warmups < 50 and 3 <= len(samples) < 50

@@ -15,3 +15,12 @@ def test_gpt2_6l_has_the_field_notes_shape_and_a_lossless_tokenizer(tmp_path):
     assert loaded.tokenizer.detokenize(ids) == text
     # A second call reuses the preset instead of building it again.
     assert gpt2_shape.build_gpt2_6l(build_dir=tmp_path) == gpt2_shape.gpt2_6l_preset_dir(tmp_path)
+
+
+def test_android_export_takes_the_tokenizer_of_the_builtin_it_was_asked_for(tmp_path):
+    from converter import android
+
+    tokenizer = android.load_tokenizer(gpt2_shape.GPT2_6L, build_dir=str(tmp_path))
+    assert tokenizer.vocabulary_size() == gpt2_shape.TOKENIZER_PIECES
+    # Only gpt2-6l was built: no other built-in model's preset stood in for it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [gpt2_shape.GPT2_6L]
