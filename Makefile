@@ -17,25 +17,30 @@ RESULTS_DIR ?= results
 PEERS ?= 1
 BENCH_FLAGS ?=
 PYTEST_ARGS ?=
+RESULTS ?=
+RUNTIMES ?=
+PROBE_OUT ?=
+TARGET_RUNTIME ?=
 ANDROID_ASSETS := android/app/src/main/assets
-
-COMMA := ,
 
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 CONVERT_FLAGS = --model=$(MODEL) --mode=$(MODE) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
-	$(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite)
+	$(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite) $(if $(TARGET_RUNTIME),--target_runtime=$(TARGET_RUNTIME))
 
-.PHONY: setup convert convert-all android bench report bench-fidelity test test-large clean help
+.PHONY: setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe
 
 help:
-	@echo "make convert MODE=<fp32|fp16|dynamic|int8|int16x8> [MODEL=tiny-gpt2|path] [SEQ_LEN=n] [OVERWRITE=1]"
+	@echo "make convert MODE=<fp32|fp16|dynamic|int8|int16x8> [MODEL=tiny-gpt2|path] [SEQ_LEN=n] [OVERWRITE=1] [TARGET_RUNTIME=tflite-runtime==2.14]"
 	@echo "make convert-all [MODEL=...] [MODES=fp32,int8]  every mode, then the table in build/<model>/modes.md"
 	@echo "make android MODE=int8 [MODEL=...] [OUT=$(ANDROID_ASSETS)] [OVERWRITE=1]  model, tokenizer, manifest for an app"
 	@echo "make bench [MODEL=...] [THREADS=1,2] [PEERS=0]  convert what is missing, benchmark every mode + baselines"
 	@echo "make report                   $(RESULTS_DIR)/report.md and plots from every result"
 	@echo "make bench-fidelity           harness timing vs LiteRT's own benchmark tool"
+	@echo "make pi-pack [MODEL=...] [MODES=fp32,int8] [OVERWRITE=1]  $(BUILD_DIR)/pi-pack-<model>.tar.gz for a Raspberry Pi"
+	@echo "make pi-report RESULTS=<folder>  the Pi's results (copied back) merged with $(RESULTS_DIR)/ into <folder>/report.md"
+	@echo "make runtime-probe [RUNTIMES=tflite-runtime==2.14.0,...]  re-probe converter/runtime_support.json"
 	@echo "make test                     the test suite (tiny models, no downloads)"
 	@echo "make test-large               tests behind the 'large' marker"
 	@echo "make setup                    create $(VENV) from pinned versions"
@@ -70,11 +75,10 @@ bench: $(STAMP)
 report: $(STAMP)
 	$(PY) -m benchmarks.report --results_dir=$(RESULTS_DIR)
 
-# fp32 and dynamic: the modes whose speed the README compares with the peers.
+# fp32 and dynamic, the modes compared with the peers; converted first if missing.
 bench-fidelity: $(STAMP)
-	$(PY) -m converter.table --model=$(MODEL) --modes=fp32,dynamic --build_dir=$(BUILD_DIR) > /dev/null
-	$(PY) -m benchmarks.fidelity --model=$(BUILD_DIR)/$(MODEL)/$(MODEL)_fp32.tflite,$(BUILD_DIR)/$(MODEL)/$(MODEL)_dynamic.tflite \
-		$(foreach t,$(subst $(COMMA), ,$(THREADS)),--threads=$(t)) --results_dir=$(RESULTS_DIR)
+	$(PY) -m converter.bench --fidelity --model=$(MODEL) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
+		--results_dir=$(RESULTS_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN))
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not large" $(PYTEST_ARGS)
@@ -84,3 +88,16 @@ test-large: $(STAMP)
 
 clean:
 	rm -rf $(BUILD_DIR)
+
+# Raspberry Pi: convert the modes that are missing, then pack them (README "Raspberry Pi").
+pi-pack: $(STAMP)
+	$(PY) -m converter.table --model=$(MODEL) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) > /dev/null
+	$(PY) -m converter.pi_pack --model=$(MODEL) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(OVERWRITE),--overwrite)
+
+pi-report: $(STAMP)
+	$(if $(RESULTS),,$(error Pass RESULTS=<folder>: the results folder copied back from the Pi, e.g. make pi-report RESULTS=pi-results))
+	$(PY) -m benchmarks.device_report --results_dir=$(RESULTS) --host_results_dir=$(RESULTS_DIR)
+
+# Loads probe models in each runtime (venvs under $(BUILD_DIR)/venvs) and rewrites the support table.
+runtime-probe: $(STAMP)
+	$(PY) -m converter.runtime_probe --work_dir=$(BUILD_DIR)/runtime-probe --venvs_dir=$(BUILD_DIR)/venvs $(if $(RUNTIMES),--runtimes=$(RUNTIMES)) $(if $(PROBE_OUT),--out=$(PROBE_OUT))

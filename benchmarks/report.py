@@ -18,6 +18,7 @@ from typing import Any
 
 from absl import app, flags
 
+from benchmarks import device_report
 from benchmarks import results as results_lib
 
 _ORDER = ("keras", "fp32", "fp16", "dynamic", "int8", "int16x8", "onnx-fp32", "onnx-dynamic")
@@ -31,8 +32,9 @@ def _variant_key(variant: str) -> tuple[int, str]:
     return (_ORDER.index(variant) if variant in _ORDER else len(_ORDER), variant)
 
 
-def _machine_key(result: dict[str, Any]) -> tuple[str, str]:
-    return result["machine"]["hostname"], result["machine"]["cpu"]
+def _machine_key(result: dict[str, Any]) -> tuple[str, str, bool]:
+    # A bench pack's run stays apart from the host's own, even on the same machine.
+    return result["machine"]["hostname"], result["machine"]["cpu"], bool(result.get("device"))
 
 
 class ModelRun:
@@ -41,6 +43,7 @@ class ModelRun:
     def __init__(self, model: str, machine: dict[str, Any], items: list[dict[str, Any]]):
         self.model = model
         self.machine = machine
+        self.items = list(items)
         latest: dict[tuple[str, int], dict[str, Any]] = {}
         accuracy: dict[str, dict[str, Any]] = {}
         runtimes: dict[str, str] = {}
@@ -231,8 +234,10 @@ def render_report(results: list[dict[str, Any]], *, out: pathlib.Path, plots: bo
         raise ValueError("No benchmark results to report; run `make bench` first.")
     sections = ["# Benchmark report\n"]
     for run in group_runs(results):
-        host = run.machine["hostname"] or "machine"
-        sections.append(f"## {run.model} on {host}\n\n{machine_line(run)}\n")
+        host = title = run.machine["hostname"] or "machine"
+        if device_report.device_items(run.items):
+            host, title = f"{host}-pack", f"{host} (bench pack)"
+        sections.append(f"## {run.model} on {title}\n\n{machine_line(run)}\n")
         sections.append(model_table(run))
         peers = peer_table(run)
         if peers:
@@ -240,6 +245,9 @@ def render_report(results: list[dict[str, Any]], *, out: pathlib.Path, plots: bo
         targets = target_lines(run)
         if targets:
             sections.append("\n".join(targets) + "\n")
+        device = device_report.device_section(run, out=out, host=host, plots=plots, order=_variant_key)
+        if device:
+            sections.append(device)
         if plots:
             image = out.with_name(f"{run.model}_{host}.png")
             if plot_run(run, image):

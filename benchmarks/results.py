@@ -84,6 +84,8 @@ class BenchmarkResult:
     latency: LatencyStats
     memory: MemoryStats
     accuracy: AccuracyResult | None
+    # Board facts of a device run (benchmarks.device, written by the Pi pack's runner); None on the host.
+    device: dict[str, Any] | None = None
     created: str = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     )
@@ -99,6 +101,7 @@ class BenchmarkResult:
             "latency": self.latency.to_dict(),
             "memory": self.memory.to_dict(),
             "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
+            **({} if self.device is None else {"device": dict(self.device)}),
         }
 
     def to_json(self) -> str:

@@ -44,6 +44,8 @@ _MODULES = {
 _NEWEST_LITERT = "ai-edge-litert==2.3.0"
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(?P<op>\w+)' version '(?P<version>\d+)'")
 _MISSING_CUSTOM_OP = re.compile(r"Encountered unresolved custom op: (?P<op>[\w.]+)")
+# A registered kernel that refuses its tensors (tflite-runtime 2.14 on int16 RSQRT).
+_KERNEL_REFUSED = re.compile(r"Node number \d+ \((?P<op>\w+)\) failed to (?:prepare|invoke)")
 
 
 class RuntimeUnavailableError(ImportError):
@@ -255,6 +257,15 @@ def _load_error(path, runtime: RuntimeInfo, error: Exception) -> Exception:
             f"{runtime.name} {runtime.version} cannot run {str(path)!r}: custom op {custom['op']} "
             "is not built in. Convert without Flex/custom ops (this project's modes use none).",
             op=custom["op"],
+        )
+    refused = _KERNEL_REFUSED.search(text)
+    if refused and refused["op"] != "TfLiteXNNPackDelegate":
+        return ModelLoadError(
+            f"{runtime.name} {runtime.version} cannot run {str(path)!r}: its {refused['op']} kernel refuses "
+            f"the model's tensors ({text.strip()}). {_NEWEST_LITERT} runs it (`pip install {_NEWEST_LITERT}`, "
+            "then --runtime=ai-edge-litert); or convert a mode whose ops this runtime knows "
+            "(python -m converter.check names them).",
+            op=refused["op"],
         )
     if "not a valid Flatbuffer" in text or "Could not open" in text:
         return model_file.ModelFileError(

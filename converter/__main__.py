@@ -2,6 +2,7 @@
 
     python -m converter --mode=int8 [--model=tiny-gpt2] [--seq_len=128]
         [--calibration=builtin] [--out=build/<model>/<model>_<mode>.tflite]
+        [--target_runtime=tflite-runtime==2.14]
 
 Text calibration sources are cut into token windows once per model and
 seq_len; both splits are kept beside the models
@@ -48,6 +49,11 @@ _NUM_CALIBRATION_SAMPLES = flags.DEFINE_integer(
     "num_calibration_samples", 64, "Calibration windows to use.", lower_bound=1
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the calibration/evaluation split.")
+_TARGET_RUNTIME = flags.DEFINE_string(
+    "target_runtime", None,
+    "A runtime the model must load in, e.g. tflite-runtime==2.14: a mode it cannot load is refused "
+    "before anything is written, naming the op (python -m converter.check).",
+)
 
 
 def windows_paths(build_dir: str, model_name: str, seq_len: int) -> tuple[pathlib.Path, pathlib.Path]:
@@ -102,7 +108,7 @@ def main(argv: list[str]) -> int:
         conversion.preflight(
             _MODEL.value, mode, calibration=calibration, seq_len=_SEQ_LEN.value,
             num_calibration_samples=_NUM_CALIBRATION_SAMPLES.value, output_path=out,
-            overwrite=_OVERWRITE.value,
+            overwrite=_OVERWRITE.value, target_runtime=_TARGET_RUNTIME.value,
         )
         loaded = model_sources.load_model(_MODEL.value, build_dir=_BUILD_DIR.value)
         seq_len = conversion.resolve_seq_len(loaded.model, _SEQ_LEN.value)
@@ -118,6 +124,7 @@ def main(argv: list[str]) -> int:
             loaded, mode, calibration=calibration, seq_len=seq_len,
             num_calibration_samples=_NUM_CALIBRATION_SAMPLES.value, padding_mask=_PADDING_MASK.value,
             output_path=out, overwrite=_OVERWRITE.value, seed=_SEED.value, build_dir=_BUILD_DIR.value,
+            target_runtime=_TARGET_RUNTIME.value,
         )
     except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)

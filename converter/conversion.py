@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -61,10 +62,28 @@ class ConversionResult:
     created: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field but the model bytes, as JSON-ready values."""
+        """Every field but the model bytes, as JSON-ready values, and the runtime compatibility."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
         data["graph_changes"] = list(self.graph_changes)
+        data["compatibility"] = self.compatibility
         return json.loads(json.dumps(data, default=_json_default))
+
+    @functools.cached_property
+    def compatibility(self) -> dict[str, Any]:
+        """Which probed runtimes load the model (`python -m converter.check`), read from its bytes.
+
+        Derived from the model rather than stored, so it cannot disagree with it.
+        """
+        from converter import check  # pylint: disable=import-outside-toplevel
+
+        try:
+            report = check.check_model(self.model)
+        except (OSError, ValueError) as error:
+            return {"error": f"the compatibility preflight failed: {error}"}
+        return {
+            "verdicts": {label: verdict["verdict"] for label, verdict in report.to_dict()["verdicts"].items()},
+            "details": report.to_dict(),
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
@@ -199,6 +218,7 @@ def preflight(
     num_calibration_samples: int = DEFAULT_NUM_CALIBRATION_SAMPLES,
     output_path: str | os.PathLike | None = None,
     overwrite: bool = False,
+    target_runtime: str | None = None,
 ) -> modes.Mode:
     """Checks everything that is cheap to check, before any model is loaded.
 
@@ -225,6 +245,10 @@ def preflight(
         check_calibration_source(calibration)
     if isinstance(model, (str, os.PathLike)) and os.fspath(model) not in model_sources.BUILTIN_MODELS:
         model_sources.check_model_path(model)
+    if target_runtime is not None:
+        from converter import runtime_support  # pylint: disable=import-outside-toplevel
+
+        runtime_support.load_table().select([target_runtime])  # a runtime never probed is refused here
 
     return mode
 
@@ -260,6 +284,7 @@ def convert_keras(
     seed: int = 0,
     build_dir: str | os.PathLike = "build",
     progress: bool = True,
+    target_runtime: str | None = None,
 ) -> ConversionResult:
     """Converts a Keras language model to a LiteRT `.tflite` model.
 
@@ -283,6 +308,8 @@ def convert_keras(
       seed: seed of the calibration/evaluation split.
       build_dir: where built-in models are cached.
       progress: print progress to stderr.
+      target_runtime: a runtime the model must load in, e.g.
+        `tflite-runtime==2.14` (see `converter.check`); None: no target.
 
     Returns:
       A `ConversionResult`, saved to `output_path` when one is given.
@@ -290,13 +317,17 @@ def convert_keras(
     Raises:
       ValueError: unknown mode, missing or invalid calibration data, a model
         that does not map token ids to [1, seq_len, vocab] logits, a seq_len
-        above the model's maximum.
+        above the model's maximum, a target runtime that was never probed.
+      check.IncompatibleModelError (a ValueError): the target runtime cannot
+        load the converted model; nothing is written, the message names the
+        op and version and a mode that loads there.
       FileExistsError: the output exists and `overwrite` is False.
       FileNotFoundError: a model or calibration path does not exist.
     """
     mode = preflight(
         model, mode, calibration=calibration, seq_len=seq_len,
         num_calibration_samples=num_calibration_samples, output_path=output_path, overwrite=overwrite,
+        target_runtime=target_runtime,
     )
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     _log(f"loading model {model if isinstance(model, (str, os.PathLike)) else type(model).__name__}", progress)
@@ -353,6 +384,14 @@ def convert_keras(
         versions=package_versions(),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
+    if target_runtime is not None:
+        from converter import check  # pylint: disable=import-outside-toplevel
+
+        check.require_loadable(
+            check.check_model(inspected, runtimes=[target_runtime]), mode=mode.value,
+            everywhere=check.check_model(inspected),
+        )
+        _log(f"{target_runtime} loads it (converter.check)", progress)
     if output_path is not None:
         result = result.save(output_path, overwrite=overwrite)
         _log(f"wrote {result.path} ({result.size_bytes / 2**20:.2f} MiB) and its .json report", progress)

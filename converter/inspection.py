@@ -226,8 +226,9 @@ def _signature_tensors(model_object, subgraph, which: str) -> list[tuple[str, in
                 (e.name.decode() if isinstance(e.name, bytes) else e.name, e.tensorIndex)
                 for e in entries
             ]
-    indices = getattr(subgraph, which) or []
-    return [(_decode(subgraph.tensors[i].name), i) for i in indices]
+    indices = getattr(subgraph, which)
+    # The schema gives numpy arrays, whose truth value is ambiguous.
+    return [(_decode(subgraph.tensors[i].name), int(i)) for i in (indices if indices is not None else [])]
 
 
 def _decode(value) -> str:

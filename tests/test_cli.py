@@ -134,3 +134,15 @@ def test_bench_refuses_bad_threads_and_an_unwritable_results_folder(tmp_path):
     assert completed.returncode == 2 and "is a file" in completed.stderr
     completed = _run([sys.executable, "-m", "converter.bench", "--threads=0,2", f"--results_dir={tmp_path}"])
     assert completed.returncode == 2 and "at least 1" in completed.stderr
+
+
+def test_make_bench_fidelity_compares_with_litert_tool_on_fp32_and_dynamic(preset, tmp_path):
+    build, results_dir = tmp_path / "build", tmp_path / "results"
+    completed = _run(["make", "bench-fidelity", f"MODEL={preset}", "THREADS=1", f"BUILD_DIR={build}",
+                      f"RESULTS_DIR={results_dir}"])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    payload = json.loads((results_dir / "fidelity.json").read_text())
+    assert sorted(pathlib.Path(r["model"]).name for r in payload["results"]) == [
+        "tiny-preset_dynamic.tflite", "tiny-preset_fp32.tflite"]
+    assert all(r["harness_ms"] > 0 and r["tool_ms"] > 0 for r in payload["results"])
+    assert "| `tiny-preset_fp32.tflite` | 1 |" in (results_dir / "fidelity.md").read_text()

@@ -1,0 +1,233 @@
+"""The Raspberry Pi bench pack: built, unpacked and run in a fresh venv with numpy and ai-edge-litert only.
+
+The fresh venv is what a Pi owner creates by following the pack's README (pip
+fetches the pinned wheels from the cache or PyPI); the run must write valid
+results, and a changed pack must be refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from benchmarks import results as results_lib
+from converter import pi_pack
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PINS = REPO / "converter" / "pi_requirements.txt"
+
+
+def _pins(path: pathlib.Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.strip().lower().replace("_", "-").replace(".", "-")] = version.strip()
+    return pins
+
+
+@pytest.fixture(scope="module")
+def pack(converted_tiny_lm, tmp_path_factory) -> pi_pack.PackResult:
+    build_dir = converted_tiny_lm["fp32"].parent.parent
+    out = tmp_path_factory.mktemp("pack") / "pi-pack-tiny.tar.gz"
+    return pi_pack.build_pack("tiny", modes_to_pack=["fp32", "dynamic"], build_dir=build_dir, out=out, progress=False)
+
+
+def _unpack(pack: pi_pack.PackResult, folder: pathlib.Path) -> pathlib.Path:
+    with tarfile.open(pack.path) as tar:
+        tar.extractall(folder, filter="data")
+    return folder / pack.name
+
+
+@pytest.fixture(scope="module")
+def device_python(pack, tmp_path_factory) -> pathlib.Path:
+    """A fresh venv holding only what the pack's requirements pin, made as the README says."""
+    folder = tmp_path_factory.mktemp("device")
+    unpacked = _unpack(pack, folder / "requirements")
+    venv = folder / "venv"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--only-binary=:all:", "-r", str(unpacked / "requirements.txt")],
+        capture_output=True, text=True, check=False,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    return python
+
+
+def test_pack_holds_models_windows_runner_pins_manifest_and_readme(pack):
+    assert pack.path.name == "pi-pack-tiny.tar.gz" and pack.modes == ("fp32", "dynamic")
+    assert pack.path.with_name("pi-pack-tiny.tar.gz.sha256").read_text() == f"{pack.sha256}  pi-pack-tiny.tar.gz\n"
+    expected = {"README.md", "MANIFEST.sha256", "pack.json", "requirements.txt", "run_pi.py",
+                "models/tiny_fp32.tflite", "models/tiny_dynamic.tflite", "models/tiny_fp32.json",
+                "data/tiny_seq32_evaluation.npz", "benchmarks/harness.py", "benchmarks/device.py",
+                "representative_data/windows.py", "representative_data/__init__.py"}
+    assert expected <= set(pack.files)
+    assert not {"benchmarks/report.py", "benchmarks/__main__.py", "benchmarks/pi_runner.py"} & set(pack.files)
+    with tarfile.open(pack.path) as tar:
+        names = tar.getnames()
+        manifest = tar.extractfile("pi-pack-tiny/MANIFEST.sha256").read().decode()
+        description = json.loads(tar.extractfile("pi-pack-tiny/pack.json").read())
+        readme = tar.extractfile("pi-pack-tiny/README.md").read().decode()
+        runner = tar.getmember("pi-pack-tiny/run_pi.py")
+    assert all(name == "pi-pack-tiny" or name.startswith("pi-pack-tiny/") for name in names)
+    assert runner.mode & 0o111
+    assert len(manifest.splitlines()) == len(pack.files) - 1  # every file but the manifest itself
+    dynamic = next(m for m in description["models"] if m["mode"] == "dynamic")
+    assert dynamic["compatibility"]["tflite-runtime 2.14.0"] == "refuses"
+    assert dynamic["compatibility"]["ai-edge-litert 2.3.0"] == "loads"
+    assert description["reference"] == "models/tiny_fp32.tflite"
+    for command in ("sha256sum -c pi-pack-tiny.tar.gz.sha256", "tar -xzf pi-pack-tiny.tar.gz",
+                    "python3 -m venv ~/pi-pack-venv", "pip install --only-binary=:all: -r requirements.txt",
+                    "~/pi-pack-venv/bin/python run_pi.py", "make pi-report RESULTS=pi-results",
+                    "scp -r \"$PI:pi-pack-tiny/results\" ./pi-results"):
+        assert command in readme, command
+    assert "$" + "model" not in readme and "tflite-runtime 2.14 loads `fp32`" in readme
+
+
+def test_pins_equal_the_hosts_and_cover_the_litert_dependencies():
+    lock = _pins(REPO / "requirements.lock")
+    pins = _pins(PINS)
+    assert pins["ai-edge-litert"] == "2.3.0"
+    assert all(lock[name] == version for name, version in pins.items())
+
+
+def test_pins_have_wheels_for_aarch64_cpython_311_and_nothing_else_is_pulled_in(tmp_path):
+    # The resolver's view of a Pi: pip fetches metadata only, not the wheels.
+    report = tmp_path / "report.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--report", str(report),
+         "--target", str(tmp_path / "target"), "--platform", "manylinux_2_27_aarch64", "--python-version", "3.11",
+         "--implementation", "cp", "--abi", "cp311", "--only-binary=:all:", "-r", str(PINS)],
+        capture_output=True, text=True, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    wheels = {item["metadata"]["name"].lower().replace("_", "-").replace(".", "-"):
+              item["download_info"]["url"].rsplit("/", 1)[-1] for item in json.loads(report.read_text())["install"]}
+    assert set(wheels) == set(_pins(PINS))
+    for name in ("ai-edge-litert", "numpy", "ml-dtypes"):
+        assert "cp311" in wheels[name] and "aarch64" in wheels[name], wheels[name]
+
+
+def test_pack_runs_in_a_fresh_venv_without_tensorflow_and_writes_valid_results(pack, device_python, tmp_path):
+    freeze = subprocess.run([str(device_python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True)
+    installed = {line.split("==")[0].lower().replace("_", "-").replace(".", "-") for line in freeze.stdout.split()}
+    assert installed == set(_pins(PINS))  # numpy, ai-edge-litert and its own dependencies: no TensorFlow
+    unpacked = _unpack(pack, tmp_path)
+    completed = subprocess.run(
+        [str(device_python), "run_pi.py", "--threads=1,2", "--repeats=2", "--runs=3", "--min_seconds=0.05",
+         "--max_windows=2"],
+        cwd=unpacked, capture_output=True, text=True, check=False, env={"PATH": os.environ["PATH"]},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "every file matches MANIFEST.sha256" in completed.stderr
+    found = results_lib.load_results(unpacked / "results")
+    assert len(found) == 2 * 2 * 2
+    description = json.loads((unpacked / "pack.json").read_text())
+    sha = {m["mode"]: m["sha256"] for m in description["models"]}
+    for result in found:
+        assert result["model"]["sha256"] == sha[result["model"]["variant"]]
+        assert result["runtime"] == {"name": "ai-edge-litert", "version": "2.3.0"}
+        assert result["latency"]["runs"] >= 3 and result["latency"]["median_ms"] > 0
+        device = result["device"]
+        assert {"board", "before", "after", "sweep", "pack", "vcgencmd"} <= set(device)
+        assert {"soc_temperature_c", "cpu", "throttled"} <= set(device["before"])
+        assert device["sweep"]["repeats"] == 2 and device["sweep"]["threads"] == [1, 2]
+        assert device["pack"]["name"] == "pi-pack-tiny"
+    scored = [r for r in found if r["accuracy"]]
+    assert sorted(r["model"]["variant"] for r in scored) == ["dynamic", "fp32"]
+    assert all(r["device"]["sweep"]["repeat"] == 1 and r["settings"]["threads"] == 1 for r in scored)
+    dynamic = next(r for r in scored if r["model"]["variant"] == "dynamic")
+    assert dynamic["accuracy"]["windows"] == 2 and 0.5 < dynamic["accuracy"]["top1_agreement"] <= 1.0
+    summary = json.loads(next((unpacked / "results").glob("run_*.json")).read_text())
+    assert summary["refused"] == [] and len(summary["results"]) == 8
+
+
+def test_changed_or_missing_files_are_refused_before_anything_runs(pack, tmp_path):
+    unpacked = _unpack(pack, tmp_path / "changed")
+    model = unpacked / "models" / "tiny_dynamic.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    (unpacked / "benchmarks" / "timing.py").unlink()
+    completed = subprocess.run([sys.executable, "run_pi.py"], cwd=unpacked, capture_output=True, text=True, check=False)
+    assert completed.returncode == 2
+    assert "error: The pack was changed or damaged after it was built (changed: models/tiny_dynamic.tflite; " \
+           "missing: benchmarks/timing.py)" in completed.stderr
+    assert "sha256sum -c" in completed.stderr
+    assert not (unpacked / "results").exists()
+
+    bare = _unpack(pack, tmp_path / "bare")
+    (bare / "MANIFEST.sha256").unlink()
+    completed = subprocess.run([sys.executable, "run_pi.py"], cwd=bare, capture_output=True, text=True, check=False)
+    assert completed.returncode == 2 and "has no MANIFEST.sha256" in completed.stderr
+
+
+def test_results_folder_that_cannot_be_written_is_refused(pack, tmp_path):
+    unpacked = _unpack(pack, tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    completed = subprocess.run([sys.executable, "run_pi.py", f"--results_dir={blocker}"], cwd=unpacked,
+                               capture_output=True, text=True, check=False)
+    assert completed.returncode == 2 and "is a file; pass a folder" in completed.stderr
+
+
+def test_pack_without_evaluation_windows_is_refused(converted_tiny_lm, tmp_path):
+    build_dir = tmp_path / "build"
+    shutil.copytree(converted_tiny_lm["fp32"].parent, build_dir / "tiny")
+    for windows in (build_dir / "tiny").glob("*.npz"):
+        windows.unlink()
+    with pytest.raises(FileNotFoundError, match="A pack needs evaluation windows, and there are none at") as error:
+        pi_pack.build_pack("tiny", modes_to_pack=["fp32"], build_dir=build_dir, progress=False)
+    assert "--evaluation=<windows.npz>" in str(error.value)
+    assert not list(build_dir.glob("*.tar.gz"))
+
+
+def test_missing_mode_existing_pack_and_cli_errors(converted_tiny_lm, pack, tmp_path):
+    build_dir = converted_tiny_lm["fp32"].parent.parent
+    with pytest.raises(FileNotFoundError, match="No int8 model of tiny.*make convert MODEL=tiny MODE=int8"):
+        pi_pack.build_pack("tiny", modes_to_pack=["int8"], build_dir=build_dir, out=tmp_path / "p.tar.gz")
+    before = pack.path.read_bytes()
+    with pytest.raises(FileExistsError, match="exists. Pass --overwrite"):
+        pi_pack.build_pack("tiny", modes_to_pack=["fp32"], build_dir=build_dir, out=pack.path)
+    assert pack.path.read_bytes() == before
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    completed = subprocess.run(
+        [sys.executable, "-m", "converter.pi_pack", "--model=tiny", "--modes=fp32", f"--build_dir={build_dir}",
+         f"--out={pack.path}"], cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert completed.returncode == 2 and "error:" in completed.stderr and "exists" in completed.stderr
+
+
+def test_make_pi_pack_converts_what_is_missing_and_packs_it(tmp_path):
+    import keras
+    import keras_hub
+
+    from helpers import tiny_tokenizer
+
+    keras.utils.set_random_seed(0)
+    tokenizer = tiny_tokenizer()
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=tokenizer.vocabulary_size(), num_layers=1, num_heads=2,
+                                             hidden_dim=32, intermediate_dim=64, max_sequence_length=32)
+    preset = tmp_path / "pi-preset"
+    backbone.save_to_preset(str(preset))
+    tokenizer.save_to_preset(str(preset))
+    build = tmp_path / "build"
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    completed = subprocess.run(["make", "pi-pack", f"MODEL={preset}", "MODES=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"],
+                               cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with tarfile.open(build / "pi-pack-pi-preset.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"pi-pack-pi-preset/models/pi-preset_fp32.tflite",
+            "pi-pack-pi-preset/data/pi-preset_seq16_evaluation.npz"} <= names
+    again = subprocess.run(["make", "pi-pack", f"MODEL={preset}", "MODES=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"],
+                           cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert again.returncode != 0 and "OVERWRITE=1" in again.stderr
