@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-MODEL ?= tiny-gpt2
+MODEL ?= smollm2-135m
 MODE ?= int8
 SEQ_LEN ?=
 CALIBRATION ?= builtin
@@ -29,10 +29,10 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 CONVERT_FLAGS = --model=$(MODEL) --mode=$(MODE) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
 	$(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite) $(if $(TARGET_RUNTIME),--target_runtime=$(TARGET_RUNTIME))
 
-.PHONY: setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe
+.PHONY: setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
 
 help:
-	@echo "make convert MODE=<fp32|fp16|dynamic|int8|int16x8> [MODEL=tiny-gpt2|path] [SEQ_LEN=n] [OVERWRITE=1] [TARGET_RUNTIME=tflite-runtime==2.14]"
+	@echo "make convert MODE=<fp32|fp16|dynamic|int8|int16x8> [MODEL=smollm2-135m|tiny-gpt2|gpt2-6l|path] [SEQ_LEN=n] [OVERWRITE=1] [TARGET_RUNTIME=tflite-runtime==2.14]"
 	@echo "make convert-all [MODEL=...] [MODES=fp32,int8]  every mode, then the table in build/<model>/modes.md"
 	@echo "make android MODE=int8 [MODEL=...] [OUT=$(ANDROID_ASSETS)] [OVERWRITE=1]  model, tokenizer, manifest for an app"
 	@echo "make bench [MODEL=...] [THREADS=1,2] [PEERS=0]  convert what is missing, benchmark every mode + baselines"
@@ -41,6 +41,7 @@ help:
 	@echo "make pi-pack [MODEL=...] [MODES=fp32,int8] [OVERWRITE=1]  $(BUILD_DIR)/pi-pack-<model>.tar.gz for a Raspberry Pi"
 	@echo "make pi-report RESULTS=<folder>  the Pi's results (copied back) merged with $(RESULTS_DIR)/ into <folder>/report.md"
 	@echo "make runtime-probe [RUNTIMES=tflite-runtime==2.14.0,...]  re-probe converter/runtime_support.json"
+	@echo "make debug MODE=int8 [MODEL=...] [OVERWRITE=1]  per-tensor quantization error report: $(BUILD_DIR)/<model>/<model>_<mode>_debug.{json,md}"
 	@echo "make test                     the test suite (tiny models, no downloads)"
 	@echo "make test-large               tests behind the 'large' marker"
 	@echo "make setup                    create $(VENV) from pinned versions"
@@ -79,6 +80,10 @@ report: $(STAMP)
 bench-fidelity: $(STAMP)
 	$(PY) -m converter.bench --fidelity --model=$(MODEL) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
 		--results_dir=$(RESULTS_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN))
+
+# Compares the quantized model with its fp32 twin tensor by tensor (converter/quant_debug.py).
+debug: $(STAMP)
+	$(PY) -m converter.quant_debug --model=$(MODEL) --mode=$(MODE) --build_dir=$(BUILD_DIR) $(if $(OVERWRITE),--overwrite)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not large" $(PYTEST_ARGS)

@@ -146,3 +146,11 @@ def test_make_bench_fidelity_compares_with_litert_tool_on_fp32_and_dynamic(prese
         "tiny-preset_dynamic.tflite", "tiny-preset_fp32.tflite"]
     assert all(r["harness_ms"] > 0 and r["tool_ms"] > 0 for r in payload["results"])
     assert "| `tiny-preset_fp32.tflite` | 1 |" in (results_dir / "fidelity.md").read_text()
+
+
+def test_low_agreement_with_keras_gets_a_warning_that_says_what_to_do():
+    from converter import __main__ as cli
+
+    assert cli.agreement_warning("int8", 0.95) is None
+    warning = cli.agreement_warning("int8", 0.004)
+    assert warning.startswith("warning: the int8 model") and "0.4 %" in warning and "make bench" in warning
