@@ -141,7 +141,11 @@ def model_table(run: ModelRun) -> str:
 
 
 def _signed_percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:+.2f} %"
+    if value is None:
+        return "–"
+    if abs(value) >= 10:  # a wrecked model: a factor reads better than millions of percent
+        return f"×{value + 1:.3g}"
+    return f"{100 * value:+.2f} %"
 
 
 def peer_table(run: ModelRun) -> str:

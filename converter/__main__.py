@@ -20,9 +20,6 @@ from absl import app, flags
 
 from converter import modes
 
-# Below this top-1 agreement with Keras the CLI warns that the mode loses accuracy.
-LOW_AGREEMENT = 0.9
-
 _MODE = flags.DEFINE_enum("mode", None, list(modes.MODE_NAMES), "Conversion mode.")
 flags.mark_flag_as_required("mode")
 
@@ -139,25 +136,10 @@ def main(argv: list[str]) -> int:
         f"vs Keras: max |logit error| {check['max_abs_logit_error']:.4g}, "
         f"top-1 agreement {100 * check['top1_agreement']:.1f} %"
     )
-    warning = agreement_warning(result.mode, check["top1_agreement"])
+    warning = conversion.agreement_warning(result.mode, check["top1_agreement"])
     if warning:
         print(warning, file=sys.stderr)
     return 0
-
-
-def agreement_warning(mode: str, top1_agreement: float) -> str | None:
-    """A warning when the converted model often disagrees with Keras on the next token, else None.
-
-    The model is still written (it is what was asked for), but nobody should
-    ship it without knowing.
-    """
-    if top1_agreement >= LOW_AGREEMENT:
-        return None
-    return (
-        f"warning: the {mode} model picks the same next token as the Keras model at only "
-        f"{100 * top1_agreement:.1f} % of positions: this mode loses accuracy on this model. "
-        "`make bench` measures its perplexity; fp16 keeps it; README.md says where each mode stands."
-    )
 
 
 def run() -> None:

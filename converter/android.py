@@ -23,21 +23,34 @@ from absl import app, flags
 
 from converter import modes
 
-_MODE = flags.DEFINE_enum("mode", None, list(modes.MODE_NAMES), "Conversion mode of the model to export.")
-flags.mark_flag_as_required("mode")
-_MODEL = flags.DEFINE_string(
-    "model", "tiny-gpt2", "Built-in model name, a .keras file or a local keras-hub preset folder."
-)
-_OUT = flags.DEFINE_string("out", "android/app/src/main/assets", "Asset folder to write into.")
-_NAME = flags.DEFINE_string("name", None, "File name stem of the exported files. Default: <model>_<mode>.")
-_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace an existing export of the same name.")
-_BUILD_DIR = flags.DEFINE_string("build_dir", "build", "Folder of converted models.")
-_SEQ_LEN = flags.DEFINE_integer(
-    "seq_len", None, "Sequence length; must match the converted model's if it exists.", lower_bound=2
-)
-_CALIBRATION = flags.DEFINE_string(
-    "calibration", "builtin", "Calibration source, used only when the model must be converted first."
-)
+_MODE = None
+_MODEL = None
+_OUT = None
+_NAME = None
+_OVERWRITE = None
+_BUILD_DIR = None
+_SEQ_LEN = None
+_CALIBRATION = None
+
+
+def _define_flags() -> None:
+    """Defines the flags only when run as a program, so importing this module defines none."""
+    global _MODE, _MODEL, _OUT, _NAME, _OVERWRITE, _BUILD_DIR, _SEQ_LEN, _CALIBRATION  # pylint: disable=global-statement
+    _MODE = flags.DEFINE_enum("mode", None, list(modes.MODE_NAMES), "Conversion mode of the model to export.")
+    flags.mark_flag_as_required("mode")
+    _MODEL = flags.DEFINE_string(
+        "model", "tiny-gpt2", "Built-in model name, a .keras file or a local keras-hub preset folder."
+    )
+    _OUT = flags.DEFINE_string("out", "android/app/src/main/assets", "Asset folder to write into.")
+    _NAME = flags.DEFINE_string("name", None, "File name stem of the exported files. Default: <model>_<mode>.")
+    _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace an existing export of the same name.")
+    _BUILD_DIR = flags.DEFINE_string("build_dir", "build", "Folder of converted models.")
+    _SEQ_LEN = flags.DEFINE_integer(
+        "seq_len", None, "Sequence length; must match the converted model's if it exists.", lower_bound=2
+    )
+    _CALIBRATION = flags.DEFINE_string(
+        "calibration", "builtin", "Calibration source, used only when the model must be converted first."
+    )
 
 
 def load_conversion_result(model_path: str | os.PathLike):
@@ -142,6 +155,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
+    _define_flags()
     app.run(main)
 
 

@@ -502,3 +502,22 @@ def _check_against_keras(wrapped, model_bytes, windows, *, seq_len, vocabulary_s
         "max_abs_logit_error": round(max_error, 6),
         "top1_agreement": round(agree / total, 6),
     }
+
+
+# Below this top-1 agreement with Keras the CLI warns that the mode loses accuracy.
+LOW_AGREEMENT = 0.9
+
+
+def agreement_warning(mode: str, top1_agreement: float) -> str | None:
+    """A warning when the converted model often disagrees with Keras on the next token, else None.
+
+    The model is still written (it is what was asked for), but nobody should
+    ship it without knowing.
+    """
+    if top1_agreement >= LOW_AGREEMENT:
+        return None
+    return (
+        f"warning: the {mode} model picks the same next token as the Keras model at only "
+        f"{100 * top1_agreement:.1f} % of positions: this mode loses accuracy on this model. "
+        "`make bench` measures its perplexity; fp16 keeps it; README.md says where each mode stands."
+    )

@@ -149,8 +149,8 @@ def test_make_bench_fidelity_compares_with_litert_tool_on_fp32_and_dynamic(prese
 
 
 def test_low_agreement_with_keras_gets_a_warning_that_says_what_to_do():
-    from converter import __main__ as cli
+    from converter import conversion
 
-    assert cli.agreement_warning("int8", 0.95) is None
-    warning = cli.agreement_warning("int8", 0.004)
+    assert conversion.agreement_warning("int8", 0.95) is None
+    warning = conversion.agreement_warning("int8", 0.004)
     assert warning.startswith("warning: the int8 model") and "0.4 %" in warning and "make bench" in warning
