@@ -26,6 +26,7 @@ _ORDER = ("keras", "fp32", "fp16", "dynamic", "int8", "int16x8", "onnx-fp32", "o
 PEER_PAIRS = (("fp32", "keras"), ("fp32", "onnx-fp32"), ("dynamic", "onnx-dynamic"))
 REFERENCE = "fp32"
 DYNAMIC_TARGET = 0.35
+PLOT_PPL_LIMIT = 10.0
 
 
 def _variant_key(variant: str) -> tuple[int, str]:
@@ -201,18 +202,23 @@ def plot_run(run: ModelRun, path: pathlib.Path) -> bool:
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(12, 4.8))
     points = [(v, run.median(v, threads), run.size(v), run.accuracy.get(v)) for v in run.variants]
     points = [p for p in points if p[1] is not None and p[2]]
-    increases = [100 * (p[3] or {}).get("perplexity_increase", 0.0) or 0.0 for p in points]
-    scale = max([abs(value) for value in increases] + [1.0])
-    scatter = left.scatter([p[1] for p in points], [p[2] / 2**20 for p in points], c=increases, cmap="RdYlGn_r",
-                           vmin=-scale, vmax=scale, s=90, edgecolors="black")
-    for (variant, median, size, _), increase in zip(points, increases):
-        left.annotate(f"{variant}\n{increase:+.1f} % ppl", (median, size / 2**20), textcoords="offset points",
-                      xytext=(6, 4), fontsize=8)
-    left.set_xlabel(f"median latency, {threads} thread(s) [ms]")
+    increases = [(p[3] or {}).get("perplexity_increase") for p in points]
+    # Clipped at ±PLOT_PPL_LIMIT %: a wrecked mode shows as saturated red, not as a scale that hides the rest.
+    colours = [max(-PLOT_PPL_LIMIT, min(PLOT_PPL_LIMIT, 100 * (value or 0.0))) for value in increases]
+    scatter = left.scatter([p[1] for p in points], [p[2] / 2**20 for p in points], c=colours, cmap="RdYlGn_r",
+                           vmin=-PLOT_PPL_LIMIT, vmax=PLOT_PPL_LIMIT, s=90, edgecolors="black")
+    for position, ((variant, median, size, _), increase) in enumerate(zip(points, increases)):
+        # Stagger labels so that variants of equal size do not print over each other.
+        offset = ((8, 6), (8, -14), (8, 18))[position % 3]
+        left.annotate(f"{variant} ({_signed_percent(increase)} ppl)", (median, size / 2**20),
+                      textcoords="offset points", xytext=offset, fontsize=7)
+    left.set_xscale("log")
+    left.set_xlabel(f"median latency, {threads} thread(s) [ms, log scale]")
     left.set_ylabel("model size [MiB]")
-    left.set_title(f"{run.model}: latency vs size (colour: perplexity change vs fp32)")
-    left.grid(alpha=0.3)
-    figure.colorbar(scatter, ax=left, label="perplexity change vs fp32 [%]")
+    left.set_title(f"{run.model}: latency vs size", fontsize=10)
+    left.grid(alpha=0.3, which="both")
+    left.margins(x=0.25, y=0.12)
+    figure.colorbar(scatter, ax=left, label=f"perplexity change vs fp32 [%], clipped at ±{PLOT_PPL_LIMIT:g}")
     width = 0.8 / max(len(run.threads), 1)
     for offset, count in enumerate(run.threads):
         values = [run.median(v, count) or 0.0 for v in run.variants]
@@ -220,7 +226,8 @@ def plot_run(run: ModelRun, path: pathlib.Path) -> bool:
         right.bar(positions, values, width=width, label=f"{count} thread(s)")
     right.set_xticks([i + width * (len(run.threads) - 1) / 2 for i in range(len(run.variants))])
     right.set_xticklabels(run.variants, rotation=30, ha="right")
-    right.set_ylabel("median latency [ms]")
+    right.set_yscale("log")
+    right.set_ylabel("median latency [ms, log scale]")
     right.set_title("latency per variant and thread count")
     right.legend()
     right.grid(axis="y", alpha=0.3)
