@@ -122,11 +122,9 @@ def plot_threads(items: list[dict[str, Any]], path: pathlib.Path, *, order, titl
     axes.set_title(title)
     axes.grid(alpha=0.3, which="both")
     axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
-    figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110)
-    pyplot.close(figure)
-    temporary.replace(path)
+    from benchmarks import report  # pylint: disable=import-outside-toplevel  (report imports this module)
+
+    report.save_figure(figure, path)
     return True
 
 

@@ -231,12 +231,19 @@ def plot_run(run: ModelRun, path: pathlib.Path) -> bool:
     right.set_title("latency per variant and thread count")
     right.legend()
     right.grid(axis="y", alpha=0.3)
+    save_figure(figure, path)
+    return True
+
+
+def save_figure(figure, path: pathlib.Path) -> None:
+    """Writes a matplotlib figure as PNG atomically and closes it."""
+    from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+
     figure.tight_layout()
     temporary = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(temporary, dpi=110)
     pyplot.close(figure)
     temporary.replace(path)
-    return True
 
 
 def render_report(results: list[dict[str, Any]], *, out: pathlib.Path, plots: bool = True) -> str:
