@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -13,7 +14,9 @@ import sys
 import tempfile
 from typing import Any, Iterable, Mapping
 
-from converter import graph_surgery, inspection, model_sources, modes, resources, wrapping
+from converter import (
+    calibration_ranges, float_regions, graph_surgery, inspection, model_sources, modes, resources, wrapping,
+)
 
 DEFAULT_NUM_CALIBRATION_SAMPLES = 64
 DEFAULT_SEQ_LEN = 128
@@ -285,6 +288,8 @@ def convert_keras(
     build_dir: str | os.PathLike = "build",
     progress: bool = True,
     target_runtime: str | None = None,
+    measured_ranges: bool = False,
+    float_residual_stream: bool = False,
 ) -> ConversionResult:
     """Converts a Keras language model to a LiteRT `.tflite` model.
 
@@ -310,6 +315,14 @@ def convert_keras(
       progress: print progress to stderr.
       target_runtime: a runtime the model must load in, e.g.
         `tflite-runtime==2.14` (see `converter.check`); None: no target.
+      measured_ranges: int8 and int16x8 only, experimental: calibrate with
+        ranges measured without in-place buffer sharing, which TensorFlow's
+        calibrator gets wrong for the first input of residual ADDs
+        (`converter.calibration_ranges`). Off by default.
+      float_residual_stream: int8 and int16x8 only, experimental: run the
+        residual stream's ADDs and the norms' statistics in float inside the
+        quantized model (`converter.float_regions`), for models whose residual
+        stream carries huge outlier activations (Llama family). Off by default.
 
     Returns:
       A `ConversionResult`, saved to `output_path` when one is given.
@@ -353,7 +366,8 @@ def convert_keras(
     with resources.track_resources() as usage:
         model_bytes, changes = _convert(
             wrapped, mode, windows=windows, input_names=input_names,
-            num_samples=num_calibration_samples, progress=progress,
+            num_samples=num_calibration_samples, progress=progress, measured_ranges=measured_ranges,
+            float_residual_stream=float_residual_stream,
         )
     _log(f"converted in {usage.seconds:.1f} s, peak RSS {usage.peak_rss_bytes / 2**20:.0f} MiB", progress)
 
@@ -426,7 +440,8 @@ def _feeds(windows, input_names, limit):
     )())
 
 
-def _convert(wrapped, mode: modes.Mode, *, windows, input_names, num_samples: int, progress: bool):
+def _convert(wrapped, mode: modes.Mode, *, windows, input_names, num_samples: int, progress: bool,
+             measured_ranges: bool = False, float_residual_stream: bool = False):
     """Runs the TFLite converter with our graph rewrites. Returns (bytes, changes)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -456,10 +471,15 @@ def _convert(wrapped, mode: modes.Mode, *, windows, input_names, num_samples: in
         # all of its calibration and quantization logic.
         converter._quantize = quantize_rewritten  # pylint: disable=protected-access
     modes.configure_converter(converter, mode, representative_dataset=representative_dataset)
+    corrections: list[str] = []
+    measuring = measured_ranges and mode.needs_calibration
     try:
-        model_bytes = converter.convert()
+        with calibration_ranges.measured_ranges(corrections=corrections) if measuring else contextlib.nullcontext():
+            model_bytes = converter.convert()
     except Exception as error:
         raise RuntimeError(f"The TFLite converter failed in mode {mode.value}: {error}") from error
+    if measuring:
+        changes.append(f"calibration ranges measured without shared buffers: {len(corrections)} tensors corrected")
     if not mode.needs_calibration:
         unwrapped = graph_surgery.drop_negative_index_wrap(model_bytes)
         model_bytes = unwrapped.model
@@ -467,6 +487,10 @@ def _convert(wrapped, mode: modes.Mode, *, windows, input_names, num_samples: in
     fallback = modes.FLOAT_FALLBACK_OPS.get(mode)
     if fallback:
         floated = graph_surgery.run_ops_in_float(model_bytes, fallback)
+        model_bytes = floated.model
+        changes.extend(floated.changes)
+    if float_residual_stream and mode.needs_calibration:
+        floated = float_regions.run_residual_and_norms_in_float(model_bytes)
         model_bytes = floated.model
         changes.extend(floated.changes)
     return model_bytes, changes

@@ -8,6 +8,11 @@ writes and another reads stays float between them; only tensors entering the
 region are dequantized and only tensors read outside it (or returned) are
 quantized again, with their original scale and zero point.
 
+`run_residual_and_norms_in_float` finds, by graph pattern, the residual
+stream and the normalization statistics of an LM and runs them as one region:
+the prototype fix for Llama-family models (`convert_keras(...,
+float_residual_stream=True)`).
+
 An op of the region may also be made *exact*: replaced by its twin from the
 float model the quantized one was converted from (float weights, float
 arithmetic). `quant_debug` uses that to measure how much of the output error
@@ -244,7 +249,15 @@ def run_region_in_float(
                 rewriter.ops.append(op)
             continue
         if name == _QUANTIZE:
-            op.inputs = [rewriter.twins.get(rewriter.aliases.get(t, t), t) for t in op.inputs]
+            source = rewriter.aliases.get(op.inputs[0], op.inputs[0])
+            source = rewriter.twins.get(source, source)
+            target = op.outputs[0]
+            if (subgraph.tensors[source].type == rewriter.schema.TensorType.FLOAT32 and target not in graph_outputs
+                    and all(reads_in_region(r) for r in readers.get(target, ()))):
+                # Only region ops read the quantized copy: they read the float value instead.
+                rewriter.aliases[target] = source
+                continue
+            op.inputs = [source]
             rewriter.ops.append(op)
             continue
         new_op = op
@@ -277,6 +290,127 @@ def run_region_in_float(
                 rewriter.ops.append(rewriter._converter_op(_QUANTIZE, rewriter.twins[tensor], tensor, tensor))  # pylint: disable=protected-access
     subgraph.operators = rewriter.ops
     return notes
+
+
+def residual_and_norm_ops(model_object, *, residual: bool = True) -> set[int]:
+    """The ops of subgraph 0 that carry the residual stream and compute normalization statistics.
+
+    Found by graph pattern, not by name:
+
+    * a norm: RSQRT, walked back through an ADD or SUB of a constant (epsilon)
+      to a MEAN, and from there to what the MEAN averages when it is x * x or
+      a SQUARED_DIFFERENCE (through a QUANTIZE / DEQUANTIZE bridge, and the
+      MEAN of x that SQUARED_DIFFERENCE subtracts); forward, the MULs that read
+      the RSQRT and, when those multiply by a constant (LayerNorm's gamma),
+      the MULs that read them.
+    * the residual stream (with `residual`): starting from each GATHER
+      (the token embedding), every ADD that reads a stream tensor and writes
+      a tensor of the same shape is part of the stream.
+
+    Args:
+      model_object: a quantized model (`ModelT`).
+      residual: include the residual stream's ADDs.
+
+    Returns:
+      Op indices in execution order of subgraph 0.
+    """
+    subgraph = model_object.subgraphs[0]
+    operators = subgraph.operators
+    kinds = [inspection.op_type_name(model_object, op.opcodeIndex) for op in operators]
+    producer = {t: i for i, op in enumerate(operators) for t in op.outputs}
+    readers: dict[int, list[int]] = collections.defaultdict(list)
+    for i, op in enumerate(operators):
+        for t in op.inputs:
+            if t >= 0:
+                readers[t].append(i)
+    constant = lambda t: t >= 0 and _is_constant(model_object, subgraph.tensors[t])  # noqa: E731
+
+    def through_bridge(tensor: int) -> tuple[int | None, set[int]]:
+        """The op that computes `tensor`, looking through QUANTIZE / DEQUANTIZE; and the bridge ops passed."""
+        passed = set()
+        index = producer.get(tensor)
+        while index is not None and kinds[index] in (_QUANTIZE, _DEQUANTIZE):
+            passed.add(index)
+            index = producer.get(operators[index].inputs[0])
+        return index, passed
+
+    region: set[int] = set()
+    for index, kind in enumerate(kinds):
+        if kind != "RSQRT":
+            continue
+        chain, (step, passed) = {index}, through_bridge(operators[index].inputs[0])
+        chain |= passed
+        while step is not None and kinds[step] in ("ADD", "SUB") and any(constant(t) for t in operators[step].inputs):
+            chain.add(step)
+            variable = next(t for t in operators[step].inputs if not constant(t))
+            step, passed = through_bridge(variable)
+            chain |= passed
+        if step is None or kinds[step] != "MEAN":
+            continue
+        chain.add(step)
+        source, passed = through_bridge(operators[step].inputs[0])
+        if source is not None:
+            inputs = operators[source].inputs
+            if kinds[source] == "MUL" and len(inputs) == 2 and inputs[0] == inputs[1]:
+                chain |= passed | {source}
+            elif kinds[source] == "SQUARED_DIFFERENCE":
+                chain |= passed | {source}
+                for tensor in inputs:
+                    mean, bridge = through_bridge(tensor)
+                    chain |= bridge
+                    if mean is not None and kinds[mean] == "MEAN":
+                        chain.add(mean)
+        for reader in readers.get(operators[index].outputs[0], ()):
+            if kinds[reader] != "MUL":
+                continue
+            chain.add(reader)
+            if any(constant(t) for t in operators[reader].inputs):
+                chain |= {r for r in readers.get(operators[reader].outputs[0], ()) if kinds[r] == "MUL"}
+        region |= chain
+    if residual:
+        stream = {t for i, kind in enumerate(kinds) if kind == "GATHER" for t in operators[i].outputs}
+        for index, op in enumerate(operators):
+            if kinds[index] != "ADD":
+                continue
+            shape = tuple(subgraph.tensors[op.outputs[0]].shape)
+            if any(t in stream and tuple(subgraph.tensors[t].shape) == shape for t in op.inputs):
+                region.add(index)
+                stream.add(op.outputs[0])
+    return region
+
+
+def run_residual_and_norms_in_float(model: bytes, *, residual: bool = True) -> graph_surgery.SurgeryResult:
+    """Runs the residual stream and the normalization statistics of a quantized LM in float.
+
+    A Llama-family residual stream carries a few huge activations (SmolLM2-135M:
+    about 24000 in one channel of the first position, against +-50 elsewhere).
+    With one scale per tensor, the residual, x * x and mean(x * x) round every
+    other position to a few steps, in int8 and in int16 alike; moving single
+    ops to float (`graph_surgery.run_ops_in_float`) does not help, since the
+    tensors between them stay quantized. Here the tensors between these ops
+    stay float: the attention and MLP outputs are dequantized into the stream,
+    and only the normalized tensor the projections read is quantized again,
+    with its calibrated scale. No new calibration is needed.
+
+    Args:
+      model: a quantized (int8 or int16x8) `.tflite` LM.
+      residual: also keep the residual stream's ADDs in float (norms only otherwise).
+
+    Returns:
+      The rewritten model and one line summing up what runs in float.
+    """
+    model_object = inspection.load_model_object(model)
+    region = residual_and_norm_ops(model_object, residual=residual)
+    kinds = collections.Counter(
+        inspection.op_type_name(model_object, model_object.subgraphs[0].operators[i].opcodeIndex) for i in region
+    )
+    computing = {kind: count for kind, count in sorted(kinds.items()) if kind not in (_QUANTIZE, _DEQUANTIZE)}
+    if not computing:
+        return graph_surgery.SurgeryResult(model=bytes(model), changes=())
+    run_region_in_float(model_object, region)
+    summary = ", ".join(f"{count} {kind}" for kind, count in computing.items())
+    what = "residual stream and norm statistics" if residual else "norm statistics"
+    return graph_surgery.SurgeryResult(model=pack(model_object), changes=(f"{what} run in float: {summary}",))
 
 
 def consumers(model_object, op_indices: Collection[int]) -> set[int]:
