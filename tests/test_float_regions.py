@@ -1,0 +1,65 @@
+"""Float regions in quantized LMs: the residual stream and norm statistics found by pattern and run in float."""
+
+import numpy as np
+import pytest
+
+from helpers import SEQ_LEN, VOCABULARY_SIZE, random_windows, run_tflite, tiny_gpt2_causal_lm
+
+
+def _tiny_llama():
+    """A 2-layer keras-hub Llama (RMSNorm, RoPE, SiLU, grouped-query attention)."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=VOCABULARY_SIZE, num_layers=2, num_query_heads=4, num_key_value_heads=2,
+        hidden_dim=64, intermediate_dim=128,
+    )
+    return keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+
+
+def _reads_float(inspected, op) -> bool:
+    return inspected.tensors[op.inputs[0]].dtype == "float32"
+
+
+@pytest.mark.parametrize("family, mode", [("gpt2", "int8"), ("llama", "int16x8")])
+def test_residual_stream_and_norm_statistics_run_in_float_and_the_model_stays_close(family, mode):
+    import converter
+    from converter import inspection
+
+    model = tiny_gpt2_causal_lm() if family == "gpt2" else _tiny_llama()
+    windows = random_windows(seq_len=SEQ_LEN)
+    stock = converter.convert_keras(model, mode, calibration=windows, seq_len=SEQ_LEN, progress=False)
+    floated = converter.convert_keras(model, mode, calibration=windows, seq_len=SEQ_LEN, progress=False,
+                                      float_residual_stream=True, measured_ranges=True)
+    summary = [c for c in floated.graph_changes if c.startswith("residual stream and norm statistics run in float")]
+    assert len(summary) == 1 and "RSQRT" in summary[0] and "MEAN" in summary[0], floated.graph_changes
+    inspected = inspection.inspect_model(floated.model)
+    # Two norms per layer and a final one, every one of them in float.
+    assert [_reads_float(inspected, op) for op in inspected.ops_of_type("RSQRT")] == [True] * 5
+    if family == "llama":
+        squares = [op for op in inspected.ops_of_type("MUL") if op.inputs[0] == op.inputs[1]]
+        assert len(squares) == 5 and all(_reads_float(inspected, op) for op in squares)
+    # The projections stay quantized: only the stream and the norms changed.
+    assert {inspected.tensors[op.inputs[0]].dtype for op in inspected.ops_of_type("FULLY_CONNECTED")} == {
+        "int8" if mode == "int8" else "int16"}
+    assert floated.check["top1_agreement"] >= stock.check["top1_agreement"] - 0.05
+    assert floated.check["max_abs_logit_error"] <= 1.5 * stock.check["max_abs_logit_error"] + 1e-3
+    feed = {"token_ids": windows.token_ids[:1]}
+    assert np.all(np.isfinite(run_tflite(floated.model, feed)))
+
+
+def test_a_model_without_norms_is_left_unchanged():
+    from converter import float_regions, inspection
+
+    schema = inspection._schema()  # pylint: disable=protected-access
+    model_object = schema.ModelT()
+    model_object.version = 3
+    model_object.buffers = [schema.BufferT()]
+    subgraph = schema.SubGraphT()
+    subgraph.tensors, subgraph.operators, subgraph.inputs, subgraph.outputs = [], [], [], []
+    model_object.subgraphs, model_object.operatorCodes = [subgraph], []
+    model = float_regions.pack(model_object)
+    result = float_regions.run_residual_and_norms_in_float(model)
+    assert result.model == model and result.changes == ()
