@@ -20,7 +20,11 @@ from absl import app, flags
 
 from converter import modes
 
-_MODE = flags.DEFINE_enum("mode", None, list(modes.MODE_NAMES), "Conversion mode.")
+AUTO = "auto"
+_MODE = flags.DEFINE_enum(
+    "mode", None, list(modes.MODE_NAMES) + [AUTO],
+    "Conversion mode; auto: the smallest, then fastest, model within --max_ppl_increase (converter/auto.py).",
+)
 flags.mark_flag_as_required("mode")
 
 _MODEL = flags.DEFINE_string(
@@ -49,6 +53,60 @@ _NUM_CALIBRATION_SAMPLES = flags.DEFINE_integer(
     "num_calibration_samples", 64, "Calibration windows to use.", lower_bound=1
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the calibration/evaluation split.")
+_MEASURED_RANGES = flags.DEFINE_boolean(
+    "measured_ranges", True,
+    "int8/int16x8: calibrate with ranges measured without in-place buffer sharing (TensorFlow's calibrator "
+    "gives residual ADDs' first input the sum's range). --nomeasured_ranges keeps TensorFlow's ranges.",
+)
+_FLOAT_RESIDUAL_STREAM = flags.DEFINE_boolean(
+    "float_residual_stream", True,
+    "int8/int16x8: run the residual stream's ADDs and the norm statistics in float; every FULLY_CONNECTED "
+    "and BATCH_MATMUL stays quantized.",
+)
+_KEEP_FLOAT = flags.DEFINE_list(
+    "keep_float", [],
+    "int8/int16x8 selective quantization: ops to run in float. Groups attention, mlp_down, logits; TFLite op "
+    "types (SOFTMAX); name:<regex> on op output names. Comma-separated.",
+)
+_MAX_PPL_INCREASE = flags.DEFINE_string(
+    "max_ppl_increase", "2%", "auto: the accuracy budget, perplexity above fp32 on held-out windows (2% or 0.02)."
+)
+_CANDIDATES = flags.DEFINE_list(
+    "candidates", None,
+    "auto: recipes to try, e.g. dynamic,int8,int8+attention,int8-strict,int16x8 (default: all of them).",
+)
+_THREADS = flags.DEFINE_integer("threads", 2, "auto: CPU threads for the latency figure.", lower_bound=1)
+_EVAL_WINDOWS = flags.DEFINE_integer("eval_windows", 16, "auto: held-out windows scored per candidate.", lower_bound=1)
+_EVALUATION = flags.DEFINE_string(
+    "evaluation", None,
+    "auto: held-out windows (.npz). Default: the evaluation split saved beside the calibration windows.",
+)
+
+
+def _check_budget(value: str) -> bool:
+    from converter import auto  # pylint: disable=import-outside-toplevel
+
+    try:
+        auto.parse_budget(value)
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from None
+    return True
+
+
+def _check_candidates(values) -> bool:
+    from converter import auto  # pylint: disable=import-outside-toplevel
+
+    try:
+        for value in values or ():
+            auto.parse_candidate(value)
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from None
+    return True
+
+
+flags.register_validator("max_ppl_increase", _check_budget, "write the budget as 2% or 0.02 (at least 0)")
+flags.register_validator("candidates", _check_candidates,
+                         "each candidate is a mode, optionally -strict, then +group: e.g. int8+attention")
 _TARGET_RUNTIME = flags.DEFINE_string(
     "target_runtime", None,
     "A runtime the model must load in, e.g. tflite-runtime==2.14: a mode it cannot load is refused "
@@ -100,6 +158,8 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     from converter import conversion, model_sources  # pylint: disable=import-outside-toplevel
 
+    if _MODE.value == AUTO:
+        return _run_auto()
     mode = modes.parse_mode(_MODE.value)
     name = model_sources.default_name(_MODEL.value)
     out = _OUT.value or str(conversion.default_output_path(name, mode, build_dir=_BUILD_DIR.value))
@@ -108,7 +168,7 @@ def main(argv: list[str]) -> int:
         conversion.preflight(
             _MODEL.value, mode, calibration=calibration, seq_len=_SEQ_LEN.value,
             num_calibration_samples=_NUM_CALIBRATION_SAMPLES.value, output_path=out,
-            overwrite=_OVERWRITE.value, target_runtime=_TARGET_RUNTIME.value,
+            overwrite=_OVERWRITE.value, target_runtime=_TARGET_RUNTIME.value, keep_float=_KEEP_FLOAT.value,
         )
         loaded = model_sources.load_model(_MODEL.value, build_dir=_BUILD_DIR.value)
         seq_len = conversion.resolve_seq_len(loaded.model, _SEQ_LEN.value)
@@ -124,7 +184,8 @@ def main(argv: list[str]) -> int:
             loaded, mode, calibration=calibration, seq_len=seq_len,
             num_calibration_samples=_NUM_CALIBRATION_SAMPLES.value, padding_mask=_PADDING_MASK.value,
             output_path=out, overwrite=_OVERWRITE.value, seed=_SEED.value, build_dir=_BUILD_DIR.value,
-            target_runtime=_TARGET_RUNTIME.value,
+            target_runtime=_TARGET_RUNTIME.value, measured_ranges=_MEASURED_RANGES.value,
+            float_residual_stream=_FLOAT_RESIDUAL_STREAM.value, keep_float=_KEEP_FLOAT.value,
         )
     except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -139,6 +200,44 @@ def main(argv: list[str]) -> int:
     warning = conversion.agreement_warning(result.mode, check["top1_agreement"])
     if warning:
         print(warning, file=sys.stderr)
+    return 0
+
+
+def _run_auto() -> int:
+    """`--mode=auto`: converter.auto.auto_convert with the flags."""
+    # pylint: disable=import-outside-toplevel
+    from converter import auto, conversion, model_sources
+
+    name = model_sources.default_name(_MODEL.value)
+    out = _OUT.value or str(pathlib.Path(_BUILD_DIR.value) / name / f"{name}_auto.tflite")
+    calibration = _CALIBRATION.value
+    try:
+        if calibration.endswith(".npz") and not _EVALUATION.value:
+            raise ValueError("--calibration is a .npz: pass the held-out windows too (--evaluation=<windows.npz>).")
+        auto.check_outputs(out, overwrite=_OVERWRITE.value)
+        loaded = model_sources.load_model(_MODEL.value, build_dir=_BUILD_DIR.value)
+        seq_len = conversion.resolve_seq_len(loaded.model, _SEQ_LEN.value)
+        evaluation = _EVALUATION.value
+        if not calibration.endswith(".npz"):
+            calibration = _prepare_windows(
+                loaded, source=calibration, seq_len=seq_len, seed=_SEED.value, build_dir=_BUILD_DIR.value
+            )
+            evaluation = evaluation or str(windows_paths(_BUILD_DIR.value, loaded.name, seq_len)[1])
+        search, chosen = auto.auto_convert(
+            loaded, max_ppl_increase=_MAX_PPL_INCREASE.value, calibration=calibration, evaluation=evaluation,
+            candidates=_CANDIDATES.value or auto.DEFAULT_CANDIDATES, threads=_THREADS.value,
+            eval_windows=_EVAL_WINDOWS.value, seq_len=seq_len,
+            num_calibration_samples=_NUM_CALIBRATION_SAMPLES.value, output_path=out, overwrite=_OVERWRITE.value,
+            seed=_SEED.value, build_dir=_BUILD_DIR.value,
+        )
+    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(search.to_markdown())
+    print(f"{chosen.path}: {search.chosen}, {chosen.size_bytes / 2**20:.2f} MiB; table in {search.search_report}")
+    if not search.chosen_within_budget:
+        print(f"warning: no candidate is within +{100 * search.max_ppl_increase:g} % perplexity; "
+              f"{search.chosen} is the most accurate one tried.", file=sys.stderr)
     return 0
 
 

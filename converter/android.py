@@ -67,13 +67,14 @@ def load_conversion_result(model_path: str | os.PathLike):
         raise FileNotFoundError(f"{str(report_path)!r} (the report of {str(model_path)!r}) is missing.")
     report = json.loads(report_path.read_text(encoding="utf-8"))
     fields = {f.name for f in dataclasses.fields(conversion.ConversionResult)} - {"model"}
-    missing = sorted(fields - set(report))
+    optional = {f.name for f in dataclasses.fields(conversion.ConversionResult) if f.default is not dataclasses.MISSING}
+    missing = sorted(fields - optional - set(report))
     if missing:
         raise ValueError(
             f"{str(report_path)!r} lacks {', '.join(missing)}: it was written by another version. "
             "Convert again (make convert ... OVERWRITE=1)."
         )
-    values = {key: report[key] for key in fields}
+    values = {key: report[key] for key in fields if key in report}
     values["graph_changes"] = tuple(values["graph_changes"])
     return conversion.ConversionResult(model=model_path.read_bytes(), **values)
 

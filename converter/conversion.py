@@ -15,7 +15,7 @@ import tempfile
 from typing import Any, Iterable, Mapping
 
 from converter import (
-    calibration_ranges, float_regions, graph_surgery, inspection, model_sources, modes, resources, wrapping,
+    calibration_ranges, graph_surgery, inspection, model_sources, modes, resources, selective, wrapping,
 )
 
 DEFAULT_NUM_CALIBRATION_SAMPLES = 64
@@ -63,6 +63,7 @@ class ConversionResult:
     calibration: Mapping[str, Any] | None
     versions: Mapping[str, str]
     created: str
+    recipe: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field but the model bytes, as JSON-ready values, and the runtime compatibility."""
@@ -222,6 +223,7 @@ def preflight(
     output_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     target_runtime: str | None = None,
+    keep_float: "str | Iterable[str] | None" = None,
 ) -> modes.Mode:
     """Checks everything that is cheap to check, before any model is loaded.
 
@@ -252,7 +254,11 @@ def preflight(
         from converter import runtime_support  # pylint: disable=import-outside-toplevel
 
         runtime_support.load_table().select([target_runtime])  # a runtime never probed is refused here
-
+    if selective.parse_choices(keep_float) and not mode.needs_calibration:
+        raise ValueError(
+            f"keep_float chooses ops of a quantized model to run in float; mode {mode.value} has no quantized "
+            "activations. Use it with int8 or int16x8."
+        )
     return mode
 
 
@@ -288,8 +294,9 @@ def convert_keras(
     build_dir: str | os.PathLike = "build",
     progress: bool = True,
     target_runtime: str | None = None,
-    measured_ranges: bool = False,
-    float_residual_stream: bool = False,
+    measured_ranges: bool = True,
+    float_residual_stream: bool = True,
+    keep_float: "str | Iterable[str] | None" = None,
 ) -> ConversionResult:
     """Converts a Keras language model to a LiteRT `.tflite` model.
 
@@ -315,14 +322,20 @@ def convert_keras(
       progress: print progress to stderr.
       target_runtime: a runtime the model must load in, e.g.
         `tflite-runtime==2.14` (see `converter.check`); None: no target.
-      measured_ranges: int8 and int16x8 only, experimental: calibrate with
-        ranges measured without in-place buffer sharing, which TensorFlow's
-        calibrator gets wrong for the first input of residual ADDs
-        (`converter.calibration_ranges`). Off by default.
-      float_residual_stream: int8 and int16x8 only, experimental: run the
-        residual stream's ADDs and the norms' statistics in float inside the
-        quantized model (`converter.float_regions`), for models whose residual
-        stream carries huge outlier activations (Llama family). Off by default.
+      measured_ranges: int8 and int16x8: calibrate with ranges measured
+        without in-place buffer sharing. TensorFlow's calibrator gets the first
+        input of residual ADDs wrong (`converter.calibration_ranges`); False
+        keeps its ranges.
+      float_residual_stream: int8 and int16x8: run the residual stream's ADDs
+        and the norms' statistics in float inside the quantized model
+        (`converter.float_regions`); every FULLY_CONNECTED and BATCH_MATMUL
+        stays quantized. Llama-family residual streams carry activations
+        around 24000 beside +-50 that no single int8 or int16 scale holds.
+      keep_float: int8 and int16x8: selective quantization, ops that run in
+        float (`converter.selective`): groups `attention`, `mlp_down`,
+        `logits`, TFLite op types (`SOFTMAX`) or `name:<regex>` on op output
+        names; a comma-separated string or a sequence. What runs in float is
+        listed in the report (`float_ops`, `graph_changes`).
 
     Returns:
       A `ConversionResult`, saved to `output_path` when one is given.
@@ -340,8 +353,9 @@ def convert_keras(
     mode = preflight(
         model, mode, calibration=calibration, seq_len=seq_len,
         num_calibration_samples=num_calibration_samples, output_path=output_path, overwrite=overwrite,
-        target_runtime=target_runtime,
+        target_runtime=target_runtime, keep_float=keep_float,
     )
+    keep_float = selective.parse_choices(keep_float)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     _log(f"loading model {model if isinstance(model, (str, os.PathLike)) else type(model).__name__}", progress)
     loaded = model_sources.load_model(model, name=name, build_dir=build_dir)
@@ -367,29 +381,21 @@ def convert_keras(
         model_bytes, changes = _convert(
             wrapped, mode, windows=windows, input_names=input_names,
             num_samples=num_calibration_samples, progress=progress, measured_ranges=measured_ranges,
-            float_residual_stream=float_residual_stream,
+            float_residual_stream=float_residual_stream, keep_float=keep_float,
         )
     _log(f"converted in {usage.seconds:.1f} s, peak RSS {usage.peak_rss_bytes / 2**20:.0f} MiB", progress)
 
     inspected = inspection.inspect_model(model_bytes)
     check = _check_against_keras(wrapped, model_bytes, windows, seq_len=seq_len, vocabulary_size=vocabulary_size, input_names=input_names)
-    summary = json.loads(json.dumps(inspected.summary(), default=_json_default))
     result = ConversionResult(
         model_name=loaded.name,
         model_source=loaded.source,
         mode=mode.value,
         seq_len=seq_len,
         vocabulary_size=vocabulary_size,
-        model=model_bytes,
+        **_model_fields(model_bytes, inspected),
         path=None,
-        size_bytes=len(model_bytes),
-        op_histogram=summary["op_histogram"],
-        inputs=summary["inputs"],
-        outputs=summary["outputs"],
-        tensor_dtypes={"constants": summary["constant_dtypes"], "activations": summary["activation_dtypes"]},
-        min_runtime_version=inspected.min_runtime_version,
         graph_changes=tuple(changes),
-        float_ops=float_compute_ops(inspected),
         check=check,
         conversion_seconds=round(usage.seconds, 3),
         peak_rss_bytes=usage.peak_rss_bytes,
@@ -397,6 +403,10 @@ def convert_keras(
         calibration=calibration_info,
         versions=package_versions(),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        recipe={
+            "measured_ranges": measured_ranges, "float_residual_stream": float_residual_stream,
+            "keep_float": list(keep_float),
+        } if mode.needs_calibration else None,
     )
     if target_runtime is not None:
         from converter import check  # pylint: disable=import-outside-toplevel
@@ -410,6 +420,49 @@ def convert_keras(
         result = result.save(output_path, overwrite=overwrite)
         _log(f"wrote {result.path} ({result.size_bytes / 2**20:.2f} MiB) and its .json report", progress)
     return result
+
+
+def _model_fields(model_bytes: bytes, inspected: inspection.ModelInspection) -> dict[str, Any]:
+    """The `ConversionResult` fields read from the model bytes."""
+    summary = json.loads(json.dumps(inspected.summary(), default=_json_default))
+    return {
+        "model": model_bytes,
+        "size_bytes": len(model_bytes),
+        "op_histogram": summary["op_histogram"],
+        "inputs": summary["inputs"],
+        "outputs": summary["outputs"],
+        "tensor_dtypes": {"constants": summary["constant_dtypes"], "activations": summary["activation_dtypes"]},
+        "min_runtime_version": inspected.min_runtime_version,
+        "float_ops": float_compute_ops(inspected),
+    }
+
+
+def replace_model(
+    result: ConversionResult,
+    model_bytes: bytes,
+    *,
+    changes: Iterable[str] = (),
+    recipe: Mapping[str, Any] | None = None,
+    check: Mapping[str, Any] | None = None,
+) -> ConversionResult:
+    """`result` for a rewrite of its model (`selective.keep_in_float`): fields read from the new bytes.
+
+    Args:
+      result: the conversion the model was rewritten from.
+      model_bytes: the rewritten model.
+      changes: what the rewrite did, appended to `graph_changes`.
+      recipe: the new recipe (default: the old one).
+      check: a check of the new model (default: the old one's, which then
+        describes the model before the rewrite; pass a new one).
+    """
+    return dataclasses.replace(
+        result,
+        **_model_fields(model_bytes, inspection.inspect_model(model_bytes)),
+        path=None,
+        graph_changes=tuple(result.graph_changes) + tuple(changes),
+        recipe=result.recipe if recipe is None else dict(recipe),
+        check=result.check if check is None else dict(check),
+    )
 
 
 # Ops that only move data or convert types: they say nothing about the
@@ -441,7 +494,7 @@ def _feeds(windows, input_names, limit):
 
 
 def _convert(wrapped, mode: modes.Mode, *, windows, input_names, num_samples: int, progress: bool,
-             measured_ranges: bool = False, float_residual_stream: bool = False):
+             measured_ranges: bool = True, float_residual_stream: bool = True, keep_float: tuple[str, ...] = ()):
     """Runs the TFLite converter with our graph rewrites. Returns (bytes, changes)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -489,8 +542,8 @@ def _convert(wrapped, mode: modes.Mode, *, windows, input_names, num_samples: in
         floated = graph_surgery.run_ops_in_float(model_bytes, fallback)
         model_bytes = floated.model
         changes.extend(floated.changes)
-    if float_residual_stream and mode.needs_calibration:
-        floated = float_regions.run_residual_and_norms_in_float(model_bytes)
+    if mode.needs_calibration and (float_residual_stream or keep_float):
+        floated = selective.keep_in_float(model_bytes, keep_float, residual_stream=float_residual_stream)
         model_bytes = floated.model
         changes.extend(floated.changes)
     return model_bytes, changes

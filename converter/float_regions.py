@@ -119,8 +119,13 @@ class _Rewriter:
     def _converter_op(self, builtin_name: str, source: int, target: int, quantized: int):
         schema = self.schema
         op = schema.OperatorT()
-        version = 3 if self.subgraph.tensors[quantized].type == schema.TensorType.INT16 else 2
-        op.opcodeIndex = graph_surgery._opcode_index(  # pylint: disable=protected-access
+        # The versions TensorFlow gives these ops (QUANTIZE to int8 is 1, DEQUANTIZE from it 2; int16 3),
+        # so that runtime checks find them in their tables.
+        if self.subgraph.tensors[quantized].type == schema.TensorType.INT16:
+            version = 3
+        else:
+            version = 1 if builtin_name == _QUANTIZE else 2
+        op.opcodeIndex = graph_surgery.opcode_with_version(
             self.model, getattr(schema.BuiltinOperator, builtin_name), version
         )
         op.inputs, op.outputs = [source], [target]
@@ -278,6 +283,12 @@ def run_region_in_float(
                 new_op.inputs = inputs
         if new_op is op:
             new_op.inputs = [rewriter.float_input(t) for t in op.inputs]
+            code = model_object.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if builtin != rewriter.schema.BuiltinOperator.CUSTOM:
+                # The float kernel's version, so that runtime checks read the op as float.
+                new_op.opcodeIndex = graph_surgery.opcode_with_version(
+                    model_object, builtin, graph_surgery.float_op_version(model_object, op))
         original_outputs = list(op.outputs)
         new_op.outputs = rewriter.float_outputs(original_outputs)
         rewriter.ops.append(new_op)
@@ -289,6 +300,7 @@ def run_region_in_float(
                 # Readers outside the region get the tensor back with its own scale.
                 rewriter.ops.append(rewriter._converter_op(_QUANTIZE, rewriter.twins[tensor], tensor, tensor))  # pylint: disable=protected-access
     subgraph.operators = rewriter.ops
+    graph_surgery._prune_operator_codes(model_object)  # pylint: disable=protected-access
     return notes
 
 

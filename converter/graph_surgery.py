@@ -127,6 +127,38 @@ def _opcode_index(model_object, builtin: int, version: int) -> int:
     return len(model_object.operatorCodes) - 1
 
 
+def opcode_with_version(model_object, builtin: int, version: int) -> int:
+    """The index of the operator code (`builtin`, `version`), added when missing.
+
+    Unlike `_opcode_index` it never changes the version of an existing code: a
+    model may hold int8 ADDs (version 2) and float ADDs (version 1) side by side.
+    """
+    schema = inspection._schema()  # pylint: disable=protected-access
+    for index, code in enumerate(model_object.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and code.version == version:
+            return index
+    code = schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+    code.version = version
+    model_object.operatorCodes.append(code)
+    return len(model_object.operatorCodes) - 1
+
+
+def float_op_version(model_object, op) -> int:
+    """The version TensorFlow gives the float form of `op` (the quantized form's is higher).
+
+    Float kernels of the ops an LM uses are version 1, but FULLY_CONNECTED
+    with keep_num_dims, which is version 5.
+    """
+    schema = inspection._schema()  # pylint: disable=protected-access
+    code = model_object.operatorCodes[op.opcodeIndex]
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if builtin == schema.BuiltinOperator.FULLY_CONNECTED:
+        return 5 if getattr(op.builtinOptions, "keepNumDims", False) else 1
+    return 1
+
+
 def _float_twin(schema, subgraph, tensor_index: int) -> int:
     original = subgraph.tensors[tensor_index]
     twin = schema.TensorT()

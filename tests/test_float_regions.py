@@ -30,7 +30,8 @@ def test_residual_stream_and_norm_statistics_run_in_float_and_the_model_stays_cl
 
     model = tiny_gpt2_causal_lm() if family == "gpt2" else _tiny_llama()
     windows = random_windows(seq_len=SEQ_LEN)
-    stock = converter.convert_keras(model, mode, calibration=windows, seq_len=SEQ_LEN, progress=False)
+    stock = converter.convert_keras(model, mode, calibration=windows, seq_len=SEQ_LEN, progress=False,
+                                    float_residual_stream=False, measured_ranges=True)
     floated = converter.convert_keras(model, mode, calibration=windows, seq_len=SEQ_LEN, progress=False,
                                       float_residual_stream=True, measured_ranges=True)
     summary = [c for c in floated.graph_changes if c.startswith("residual stream and norm statistics run in float")]

@@ -41,8 +41,9 @@ def models(tmp_path_factory):
     representative_data.save_windows(random_windows(num_windows=4, seq_len=SEQ_LEN, seed=1), paths["windows"])
     for mode in ("fp32", "int8"):
         paths[mode] = folder / f"tiny_{mode}.tflite"
+        # The strict all-int8 graph (every tensor between ops quantized), which these tests take apart.
         converter.convert_keras(model, mode, calibration=windows if mode == "int8" else None, seq_len=SEQ_LEN,
-                                output_path=paths[mode], progress=False)
+                                output_path=paths[mode], progress=False, float_residual_stream=False)
     return paths
 
 
@@ -102,6 +103,26 @@ def test_every_quantized_tensor_is_listed_with_its_scale_and_errors(models):
     assert all(t.scale > 0 and t.accumulated_relative_rmse is not None for t in report.tensors)
     assert {row.op for row in report.op_types} >= {"FULLY_CONNECTED", "SOFTMAX"}
     assert all(row.output_error_share is not None for row in report.op_types if row.op != "QUANTIZE")
+    assert 0.5 < report.logits.top1_agreement <= 1.0
+
+
+def test_the_default_int8_conversion_with_float_regions_is_reported_too(models, tmp_path):
+    """`make debug` reads the default conversion, whose residual stream and norm statistics are float."""
+    import converter
+    from converter import quant_debug
+
+    model, windows = tiny_gpt2_causal_lm(), random_windows(seq_len=SEQ_LEN)
+    float_model = converter.convert_keras(model, "fp32", seq_len=SEQ_LEN, output_path=tmp_path / "fp32.tflite",
+                                          progress=False)
+    default = converter.convert_keras(model, "int8", calibration=windows, seq_len=SEQ_LEN,
+                                      output_path=tmp_path / "default_int8.tflite", progress=False)
+    assert default.float_ops.get("ADD", 0) > 0
+    report = quant_debug.debug_quantization(float_model.path, default.path, models["windows"], max_windows=2,
+                                            share_candidates=2, share_windows=1)
+    assert report.activation_dtype == "int8"
+    listed = {t.op for t in report.tensors}
+    assert {"FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX"} <= listed and "RSQRT" not in listed
+    assert sum(t.output_error_share is not None for t in report.tensors) == 2
     assert 0.5 < report.logits.top1_agreement <= 1.0
 
 
