@@ -63,6 +63,10 @@ _FLOAT_RESIDUAL_STREAM = flags.DEFINE_boolean(
     "int8/int16x8: run the residual stream's ADDs and the norm statistics in float; every FULLY_CONNECTED "
     "and BATCH_MATMUL stays quantized.",
 )
+_SYMMETRIC_MATMUL = flags.DEFINE_boolean(
+    "symmetric_matmul", True,
+    "int8: zero point 0 for the second operand of attention BATCH_MATMULs, so that XNNPACK runs them.",
+)
 _KEEP_FLOAT = flags.DEFINE_list(
     "keep_float", [],
     "int8/int16x8 selective quantization: ops to run in float. Groups attention, mlp_down, logits; TFLite op "
@@ -186,6 +190,7 @@ def main(argv: list[str]) -> int:
             output_path=out, overwrite=_OVERWRITE.value, seed=_SEED.value, build_dir=_BUILD_DIR.value,
             target_runtime=_TARGET_RUNTIME.value, measured_ranges=_MEASURED_RANGES.value,
             float_residual_stream=_FLOAT_RESIDUAL_STREAM.value, keep_float=_KEEP_FLOAT.value,
+            symmetric_matmul=_SYMMETRIC_MATMUL.value,
         )
     except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)

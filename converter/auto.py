@@ -29,7 +29,7 @@ import sys
 import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
-from converter import conversion, modes, selective
+from converter import conversion, modes, selective, symmetric_operands
 
 # Sizes within 2 % of the smallest count as equally small: the float regions
 # add a few hundred bytes, which should not beat a model that is 3x faster.
@@ -79,8 +79,8 @@ def parse_candidate(text: str) -> Candidate:
 
 
 DEFAULT_CANDIDATES = tuple(parse_candidate(text) for text in (
-    "fp16", "dynamic", "int8", "int8-strict", "int8+mlp_down", "int8+attention", "int8+attention+mlp_down",
-    "int16x8",
+    "fp16", "dynamic", "int8", "int8-strict", "int8+softmax", "int8+mlp_down", "int8+softmax+mlp_down",
+    "int8+attention", "int8+attention+mlp_down", "int16x8",
 ))
 
 
@@ -321,7 +321,7 @@ def auto_convert(
                 try:
                     # Calibrated modes are converted bare once; each variant is a rewrite of it.
                     bases[base] = conversion.convert_keras(
-                        loaded, base, float_residual_stream=False, **common)
+                        loaded, base, float_residual_stream=False, symmetric_matmul=False, **common)
                 except (RuntimeError, ValueError) as error:
                     errors[base.value] = str(error).splitlines()[0][:200]
             if base.value in errors:
@@ -403,12 +403,20 @@ def _variant(base: conversion.ConversionResult, candidate: Candidate) -> convers
     """The candidate's model, rewritten from the bare conversion of its mode."""
     if not candidate.mode.needs_calibration:
         return base
+    # The same rewrites, in the same order, as convert_keras applies after calibration.
     rewritten = selective.keep_in_float(
         base.model, candidate.keep_float, residual_stream=candidate.float_residual_stream)
+    changes = list(rewritten.changes)
+    model = rewritten.model
+    symmetric = candidate.mode is modes.Mode.INT8
+    if symmetric:
+        made_symmetric = symmetric_operands.symmetric_matmul_operands(model)
+        model = made_symmetric.model
+        changes.extend(made_symmetric.changes)
     recipe = {**(base.recipe or {}), "float_residual_stream": candidate.float_residual_stream,
-              "keep_float": list(candidate.keep_float)}
-    if not rewritten.changes:
+              "keep_float": list(candidate.keep_float), "symmetric_matmul": symmetric}
+    if not changes:
         return dataclasses.replace(base, recipe=recipe)
     # Measured against fp32 on the evaluation windows once the candidate has run.
     pending = {"against": "pending"}
-    return conversion.replace_model(base, rewritten.model, changes=rewritten.changes, recipe=recipe, check=pending)
+    return conversion.replace_model(base, model, changes=changes, recipe=recipe, check=pending)

@@ -15,7 +15,8 @@ import tempfile
 from typing import Any, Iterable, Mapping
 
 from converter import (
-    calibration_ranges, graph_surgery, inspection, model_sources, modes, resources, selective, wrapping,
+    calibration_ranges, graph_surgery, inspection, model_sources, modes, resources, selective, symmetric_operands,
+    wrapping,
 )
 
 DEFAULT_NUM_CALIBRATION_SAMPLES = 64
@@ -297,6 +298,7 @@ def convert_keras(
     measured_ranges: bool = True,
     float_residual_stream: bool = True,
     keep_float: "str | Iterable[str] | None" = None,
+    symmetric_matmul: bool = True,
 ) -> ConversionResult:
     """Converts a Keras language model to a LiteRT `.tflite` model.
 
@@ -336,6 +338,11 @@ def convert_keras(
         `logits`, TFLite op types (`SOFTMAX`) or `name:<regex>` on op output
         names; a comma-separated string or a sequence. What runs in float is
         listed in the report (`float_ops`, `graph_changes`).
+      symmetric_matmul: int8: give the second operand of every attention
+        BATCH_MATMUL (K, V and the tensors reshaped from them) zero point 0.
+        LiteRT's XNNPACK delegate runs an int8 BATCH_MATMUL only then; the
+        fallback is a scalar reference kernel, 2-4x slower over the whole
+        model (`converter.symmetric_operands`).
 
     Returns:
       A `ConversionResult`, saved to `output_path` when one is given.
@@ -381,7 +388,7 @@ def convert_keras(
         model_bytes, changes = _convert(
             wrapped, mode, windows=windows, input_names=input_names,
             num_samples=num_calibration_samples, progress=progress, measured_ranges=measured_ranges,
-            float_residual_stream=float_residual_stream, keep_float=keep_float,
+            float_residual_stream=float_residual_stream, keep_float=keep_float, symmetric_matmul=symmetric_matmul,
         )
     _log(f"converted in {usage.seconds:.1f} s, peak RSS {usage.peak_rss_bytes / 2**20:.0f} MiB", progress)
 
@@ -405,7 +412,7 @@ def convert_keras(
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         recipe={
             "measured_ranges": measured_ranges, "float_residual_stream": float_residual_stream,
-            "keep_float": list(keep_float),
+            "keep_float": list(keep_float), "symmetric_matmul": symmetric_matmul and mode is modes.Mode.INT8,
         } if mode.needs_calibration else None,
     )
     if target_runtime is not None:
@@ -494,7 +501,8 @@ def _feeds(windows, input_names, limit):
 
 
 def _convert(wrapped, mode: modes.Mode, *, windows, input_names, num_samples: int, progress: bool,
-             measured_ranges: bool = True, float_residual_stream: bool = True, keep_float: tuple[str, ...] = ()):
+             measured_ranges: bool = True, float_residual_stream: bool = True, keep_float: tuple[str, ...] = (),
+             symmetric_matmul: bool = True):
     """Runs the TFLite converter with our graph rewrites. Returns (bytes, changes)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -546,6 +554,10 @@ def _convert(wrapped, mode: modes.Mode, *, windows, input_names, num_samples: in
         floated = selective.keep_in_float(model_bytes, keep_float, residual_stream=float_residual_stream)
         model_bytes = floated.model
         changes.extend(floated.changes)
+    if mode is modes.Mode.INT8 and symmetric_matmul:
+        symmetric = symmetric_operands.symmetric_matmul_operands(model_bytes)
+        model_bytes = symmetric.model
+        changes.extend(symmetric.changes)
     return model_bytes, changes
 
 

@@ -34,6 +34,13 @@ from converter import graph_surgery, inspection
 # rewired, never run in float themselves.
 _QUANTIZE, _DEQUANTIZE = "QUANTIZE", "DEQUANTIZE"
 
+# Quantized constants of at least this many elements read by a region op are
+# dequantized by an op when the model runs rather than stored as float.
+_LARGE_CONSTANT = 1024
+# The version TensorFlow gives a FULLY_CONNECTED with float input and
+# per-channel int8 weights (`dynamic` mode).
+_HYBRID_FULLY_CONNECTED_VERSION = 12
+
 _NUMPY_TYPES = {
     "INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
 }
@@ -142,6 +149,12 @@ class _Rewriter:
         if _is_constant(self.model, tensor):
             if not _has_scale(tensor) or tensor.type == self.schema.TensorType.FLOAT32:
                 return index
+            if (index not in self.float_constants and tensor.type == self.schema.TensorType.INT8
+                    and len(tensor.quantization.scale) == 1 and int(np.prod(tensor.shape)) >= _LARGE_CONSTANT):
+                # A large table (GPT-2's position embedding) stays int8 in the file, dequantized when run.
+                twin = graph_surgery._float_twin(self.schema, self.subgraph, index)  # pylint: disable=protected-access
+                self.ops.append(self._converter_op(_DEQUANTIZE, index, twin, index))
+                self.float_constants[index] = twin
             if index not in self.float_constants:
                 self.float_constants[index] = self._new_tensor(
                     inspection._decode(tensor.name) + "/dequantized",  # pylint: disable=protected-access
@@ -155,6 +168,29 @@ class _Rewriter:
             self.ops.append(self._converter_op(_DEQUANTIZE, index, twin, index))
             self.dequantized[index] = twin
         return self.dequantized[index]
+
+    def hybrid_fully_connected(self, op, name: str) -> bool:
+        """Turns an int8 FULLY_CONNECTED into a dynamic-range one (float in and out, int8 weights kept).
+
+        Dequantizing the weights would store them 4x larger; LiteRT's hybrid
+        kernel (what `dynamic` mode uses, XNNPACK runs it) quantizes the
+        float input per row on the fly instead. Returns False for other ops.
+        """
+        if name != "FULLY_CONNECTED" or len(op.inputs) < 2 or op.inputs[1] < 0:
+            return False
+        weights = self.subgraph.tensors[op.inputs[1]]
+        if weights.type != self.schema.TensorType.INT8 or not _is_constant(self.model, weights) \
+                or not _has_scale(weights) or np.any(np.asarray(weights.quantization.zeroPoint) != 0):
+            return False
+        inputs = list(op.inputs)
+        inputs[0] = self.float_input(inputs[0])
+        if len(inputs) > 2 and inputs[2] >= 0:
+            inputs[2] = self.float_input(inputs[2])
+        op.inputs = inputs
+        op.builtinOptions.asymmetricQuantizeInputs = True
+        op.opcodeIndex = graph_surgery.opcode_with_version(
+            self.model, self.schema.BuiltinOperator.FULLY_CONNECTED, _HYBRID_FULLY_CONNECTED_VERSION)
+        return True
 
     def exact_inputs(self, float_op) -> list[int] | None:
         """Inputs for the float model's op: its constants copied, its activations mapped here."""
@@ -200,6 +236,7 @@ def run_region_in_float(
     exact: Mapping[int, int] | None = None,
     float_object=None,
     float_to_quantized: Mapping[int, int] | None = None,
+    hybrid: bool = True,
 ) -> list[str]:
     """Rewrites subgraph 0 of `model_object` in place so that the ops in `region` run in float.
 
@@ -212,6 +249,9 @@ def run_region_in_float(
       float_object: the float model (`ModelT`) that `exact` refers to.
       float_to_quantized: float model tensor index -> quantized model tensor
         index, for the activations an exact op reads.
+      hybrid: int8 FULLY_CONNECTED ops of the region keep their int8 weights
+        and run dynamic-range (float activations, quantized per row on the
+        fly); False dequantizes their weights into float constants.
 
     Returns:
       One line per op that could not be made exact (it ran in float with its
@@ -281,7 +321,9 @@ def run_region_in_float(
                 new_op.builtinOptionsType = float_op.builtinOptionsType
                 new_op.builtinOptions = float_op.builtinOptions
                 new_op.inputs = inputs
-        if new_op is op:
+        if new_op is op and hybrid and rewriter.hybrid_fully_connected(op, name):
+            pass
+        elif new_op is op:
             new_op.inputs = [rewriter.float_input(t) for t in op.inputs]
             code = model_object.operatorCodes[op.opcodeIndex]
             builtin = max(code.builtinCode, code.deprecatedBuiltinCode)

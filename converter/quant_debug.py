@@ -629,7 +629,7 @@ class _ShareMeter:
         region = set(op_indices) | float_regions.consumers(model_object, op_indices)
         self.notes.extend(float_regions.run_region_in_float(
             model_object, region, exact=exact, float_object=self.float_object,
-            float_to_quantized=self.float_to_quantized,
+            float_to_quantized=self.float_to_quantized, hybrid=False,
         ))
         runner = _Runner(float_regions.pack(model_object))
         logits = []

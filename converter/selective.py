@@ -18,7 +18,9 @@ vocabulary (`--keep_float=attention,mlp_down`):
   choosing by layer name (`name:transformer_layer_0/`).
 
 The region is run by `float_regions.run_region_in_float`: tensors between two
-region ops stay float, so no calibration is needed again.
+region ops stay float, so no calibration is needed again. A FULLY_CONNECTED in
+the region keeps its int8 weights and runs dynamic-range (float activations
+quantized per row on the fly, as in `dynamic` mode), so the file does not grow.
 """
 
 from __future__ import annotations
@@ -104,15 +106,16 @@ def _attention(graph: _Graph) -> set[int]:
             if not frontier:
                 break
         # Forward from the SOFTMAX to the context BATCH_MATMUL.
+        # (keras-hub masks the probabilities once more with a SELECT before the context product.)
         frontier = [softmax]
-        for _ in range(3):
+        for _ in range(4):
             following = [r for i in frontier for t in graph.operators[i].outputs for r in graph.readers.get(t, ())]
             context = [r for r in following if graph.kinds[r] == "BATCH_MATMUL"]
             if context:
                 region.update(context)
                 region.update(r for r in frontier if r != softmax)
                 break
-            frontier = [r for r in following if graph.kinds[r] in _BRIDGE_OPS + ("RESHAPE",)]
+            frontier = [r for r in following if graph.kinds[r] in _SCORE_PATH_OPS]
     return region
 
 
@@ -272,7 +275,9 @@ def keep_in_float(model: bytes, choices: Sequence[str] = (), *, residual_stream:
             changes.append(f"residual stream and norm statistics run in float: {describe(model_object, computing)}")
     for choice, ops in select_ops(model_object, choices).items():
         region |= ops
-        changes.append(f"kept in float ({choice}): {describe(model_object, ops)}" if ops
+        hybrid = " (FULLY_CONNECTED dynamic-range: int8 weights, float activations)" if any(
+            _Graph(model_object).kinds[i] == "FULLY_CONNECTED" for i in ops) else ""
+        changes.append(f"kept in float ({choice}): {describe(model_object, ops)}{hybrid}" if ops
                        else f"kept in float ({choice}): no op matched")
     if not region:
         return graph_surgery.SurgeryResult(model=bytes(model), changes=tuple(changes))

@@ -57,3 +57,16 @@ def run_tflite(model_bytes: bytes, feed: dict) -> np.ndarray:
 
     runner = litert.Interpreter(model_content=model_bytes).get_signature_runner()
     return runner(**feed)["logits"]
+
+
+def tiny_llama_causal_lm(*, num_layers: int = 2, seed: int = 0):
+    """A keras-hub Llama (RMSNorm, RoPE, SiLU-gated MLP, grouped-query attention), hidden 64."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=VOCABULARY_SIZE, num_layers=num_layers, num_query_heads=4, num_key_value_heads=2,
+        hidden_dim=64, intermediate_dim=128,
+    )
+    return keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)

