@@ -79,8 +79,8 @@ def parse_candidate(text: str) -> Candidate:
 
 
 DEFAULT_CANDIDATES = tuple(parse_candidate(text) for text in (
-    "fp16", "dynamic", "int8", "int8-strict", "int8+softmax", "int8+mlp_down", "int8+softmax+mlp_down",
-    "int8+attention", "int8+attention+mlp_down", "int16x8",
+    "fp16", "dynamic", "int8", "int8-strict", "int8+softmax", "int8+mlp_down", "int8+mlp", "int8+attention",
+    "int8+attention+mlp_down", "int8+attention+mlp", "int16x8",
 ))
 
 

@@ -8,10 +8,12 @@ vocabulary (`--keep_float=attention,mlp_down`):
     scaling/masking ops between them. LiteRT 2.3's XNNPACK delegate runs
     BATCH_MATMUL and SOFTMAX only in float, so in int8 these fall back to
     slow built-in kernels;
-  - `mlp_down`: the MLP's down-projection FULLY_CONNECTED and the op that
-    makes its input (GELU, or the gated product of SwiGLU). Its input has
-    outlier channels (SmolLM2-135M: max/RMS about 320) that one int8 scale
-    per tensor cannot hold;
+  - `mlp_down`: the MLP's down-projection FULLY_CONNECTED and the activation
+    that makes its input (GELU; or SwiGLU's LOGISTIC, x * sigmoid(x) and gated
+    product). Its input has outlier channels (SmolLM2-135M: max/RMS about
+    320) that one int8 scale per tensor cannot hold;
+  - `mlp`: `mlp_down` and the FULLY_CONNECTEDs feeding the activation
+    (GPT-2's up-projection, Llama's gate and up);
   - `logits`: the FULLY_CONNECTED that writes the logits;
 * a TFLite op type in capitals (`SOFTMAX`): every op of that type;
 * `name:<regex>`: every op whose output tensor name matches (re.search), for
@@ -137,16 +139,45 @@ def _is_silu(graph: _Graph, index: int) -> bool:
     return any(s is not None and graph.kinds[s] == "LOGISTIC" for s in sources)
 
 
+def _mlp_activation(graph: _Graph, index: int) -> set[int]:
+    """The ops computing the MLP activation that op `index` (GELU or a gated product) ends, or empty."""
+    if graph.kinds[index] == "GELU":
+        return {index}
+    if not _is_gated_product(graph, index):
+        return set()
+    ops = {index}
+    for tensor in graph.operators[index].inputs:
+        silu = graph.source(tensor)
+        if silu is not None and _is_silu(graph, silu):
+            ops.add(silu)
+            ops.update(s for s in (graph.source(t) for t in graph.operators[silu].inputs)
+                       if s is not None and graph.kinds[s] == "LOGISTIC")
+    return ops
+
+
 def _mlp_down(graph: _Graph) -> set[int]:
     region: set[int] = set()
     for index, kind in enumerate(graph.kinds):
         if kind != "FULLY_CONNECTED":
             continue
         source = graph.source(graph.activation_input(index))
-        if source is None:
+        activation = set() if source is None else _mlp_activation(graph, source)
+        if activation:
+            region.add(index)
+            region.update(activation)
+    return region
+
+
+def _mlp(graph: _Graph) -> set[int]:
+    """`mlp_down` and the FULLY_CONNECTEDs that feed the activation (GPT-2's up, Llama's gate and up)."""
+    region = _mlp_down(graph)
+    for index in list(region):
+        if graph.kinds[index] == "FULLY_CONNECTED":
             continue
-        if graph.kinds[source] == "GELU" or _is_gated_product(graph, source):
-            region.update((index, source))
+        for tensor in graph.operators[index].inputs:
+            source = graph.source(tensor)
+            if source is not None and graph.kinds[source] == "FULLY_CONNECTED":
+                region.add(source)
     return region
 
 
@@ -162,6 +193,7 @@ def _logits(graph: _Graph) -> set[int]:
 GROUPS: dict[str, Callable[[_Graph], set[int]]] = {
     "attention": _attention,
     "mlp_down": _mlp_down,
+    "mlp": _mlp,
     "logits": _logits,
 }
 

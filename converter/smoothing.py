@@ -30,6 +30,12 @@ Sites (`sites=`), by family:
 
 GPT-2's MLP output projection reads gelu(x), which no scale passes through, so
 it has no `down` site; the report says so.
+
+For Llama the TFLite converter folds the RMSNorm scale into the q/k/v and
+gate/up weights: the int8 tensor those FCs read is x·rsqrt(mean(x²)), before
+the scale. The `norm` site therefore leaves a converted Llama unchanged (the
+tiny Llama's int8 logits came out identical); the report notes it. GPT-2's
+LayerNorm keeps gamma in the graph, so there it does change the int8 input.
 """
 
 from __future__ import annotations
@@ -112,6 +118,7 @@ class SmoothingReport:
       sites: site families asked for.
       smoothed: one entry per smoothed activation.
       skipped: families asked for that the architecture cannot take, and why.
+      notes: sites that were smoothed but do not change a converted model, and why.
       windows: calibration windows measured.
       seconds: time spent measuring and rescaling.
     """
@@ -121,6 +128,7 @@ class SmoothingReport:
     sites: tuple[str, ...]
     smoothed: tuple[SiteReport, ...]
     skipped: tuple[str, ...]
+    notes: tuple[str, ...]
     windows: int
     seconds: float
 
@@ -279,7 +287,7 @@ def _identity(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _norm_site(family_layer: str, norm, norm_variables, readers) -> _Site:
+def _norm_site(family_layer: str, norm_variables, readers) -> _Site:
     """A norm whose output feeds `readers` (Dense or EinsumDense with input channels on axis 0)."""
     channels = int(norm_variables[0].shape[0])
     return _Site(
@@ -336,10 +344,9 @@ def _llama_sites(decoder) -> dict[str, list[_Site]]:
         )],
         "norm": [
             _norm_site(f"{decoder.name}/{attention.name}/{attention._query_dense.name}",
-                       decoder._self_attention_layernorm, [decoder._self_attention_layernorm.scale],
+                       [decoder._self_attention_layernorm.scale],
                        [attention._query_dense, attention._key_dense, attention._value_dense]),
-            _norm_site(f"{decoder.name}/{gate.name}", decoder._feedforward_layernorm,
-                       [decoder._feedforward_layernorm.scale], [gate, up]),
+            _norm_site(f"{decoder.name}/{gate.name}", [decoder._feedforward_layernorm.scale], [gate, up]),
         ],
         "attention_output": [_v_to_output_site(
             decoder, attention, query_heads=attention.num_query_heads, kv_heads=attention.num_key_value_heads)],
@@ -359,16 +366,20 @@ def _gpt2_sites(decoder) -> dict[str, list[_Site]]:
         "down": [],
         "norm": [
             # y / s = (gamma / s) * x_hat + beta / s
-            _norm_site(f"{decoder.name}/{attention.name}/{attention._query_dense.name}", first_norm,
+            _norm_site(f"{decoder.name}/{attention.name}/{attention._query_dense.name}",
                        [first_norm.gamma, first_norm.beta],
                        [attention._query_dense, attention._key_dense, attention._value_dense]),
-            _norm_site(f"{decoder.name}/{decoder._feedforward_intermediate_dense.name}", second_norm,
+            _norm_site(f"{decoder.name}/{decoder._feedforward_intermediate_dense.name}",
                        [second_norm.gamma, second_norm.beta], [decoder._feedforward_intermediate_dense]),
         ],
         "attention_output": [_v_to_output_site(decoder, attention, query_heads=heads, kv_heads=heads)],
     }
 
 
+_LLAMA_NORM_NOTE = (
+    "norm: the TFLite converter folds the RMSNorm scale into the projections' weights, so this site "
+    "does not change a converted Llama's int8 activations"
+)
 _GPT2_DOWN_SKIPPED = (
     "down: skipped for GPT-2, the MLP output projection reads gelu(x) and no per-channel scale passes through gelu"
 )
@@ -505,6 +516,7 @@ def smoothed(
             if family in per_family:
                 per_family[family].extend(found)
     skipped = tuple(_GPT2_DOWN_SKIPPED for family in families if family == "down" and architecture == "gpt2")
+    notes = tuple(_LLAMA_NORM_NOTE for family in families if family == "norm" and architecture == "llama")
     # The column sites (down, attention_output) go first: they rescale the up
     # and V kernels' columns, which the norm sites then read as their
     # consumers' rows. Activations are measured once, on the original model:
@@ -537,7 +549,7 @@ def smoothed(
         reports.sort(key=lambda r: order[r.family])
         report = SmoothingReport(
             architecture=architecture, alpha=float(alpha), sites=families, smoothed=tuple(reports),
-            skipped=skipped, windows=len(arrays), seconds=round(time.monotonic() - start, 3),
+            skipped=skipped, notes=notes, windows=len(arrays), seconds=round(time.monotonic() - start, 3),
         )
         _log(report.summary(), progress)
         yield report

@@ -31,14 +31,18 @@ def test_groups_find_two_layers_of_attention_and_mlp_and_one_logits_layer(int8_m
 
     family, model, _, _ = int8_model
     model_object = inspection.load_model_object(model)
-    selected = selective.select_ops(model_object, ["attention", "mlp_down", "logits", "softmax",
+    selected = selective.select_ops(model_object, ["attention", "mlp_down", "mlp", "logits", "softmax",
                                                    "name:transformer_layer_0"])
     attention = _kinds(model_object, selected["attention"])
     # Per layer: the score and the context BATCH_MATMUL, the SOFTMAX, and the scale and mask ops between.
     assert attention.count("BATCH_MATMUL") == 4 and attention.count("SOFTMAX") == 2
     assert "FULLY_CONNECTED" not in attention
     down = _kinds(model_object, selected["mlp_down"])
-    assert down == sorted(["FULLY_CONNECTED"] * 2 + (["GELU"] * 2 if family == "gpt2" else ["MUL"] * 2))
+    # GPT-2: GELU; Llama: sigmoid(gate), gate * sigmoid(gate), and its product with up.
+    activation = ["GELU"] * 2 if family == "gpt2" else ["LOGISTIC"] * 2 + ["MUL"] * 4
+    assert down == sorted(["FULLY_CONNECTED"] * 2 + activation)
+    mlp = _kinds(model_object, selected["mlp"])
+    assert mlp == sorted(["FULLY_CONNECTED"] * (4 if family == "gpt2" else 6) + activation)
     assert _kinds(model_object, selected["logits"]) == ["FULLY_CONNECTED"]
     assert _kinds(model_object, selected["SOFTMAX"]) == ["SOFTMAX", "SOFTMAX"]
     layer_0 = _kinds(model_object, selected["name:transformer_layer_0"])
@@ -47,7 +51,7 @@ def test_groups_find_two_layers_of_attention_and_mlp_and_one_logits_layer(int8_m
     assert not selected["logits"] & selected["mlp_down"]
 
 
-@pytest.mark.parametrize("choices", [("attention",), ("mlp_down",), ("logits",), ("attention", "mlp_down")])
+@pytest.mark.parametrize("choices", [("attention",), ("mlp_down",), ("mlp",), ("logits",), ("attention", "mlp_down")])
 def test_chosen_ops_run_in_float_and_the_model_gets_no_worse(int8_model, choices):
     from converter import inspection, selective
 
@@ -79,7 +83,7 @@ def test_choices_are_parsed_and_bad_ones_refused_with_what_is_valid():
     assert selective.parse_choices("attention, softmax,name:layer_1/,attention") == (
         "attention", "SOFTMAX", "name:layer_1/")
     assert selective.parse_choices(None) == () and selective.parse_choices("") == ()
-    with pytest.raises(ValueError, match="Use a group \\(attention, mlp_down, logits\\)"):
+    with pytest.raises(ValueError, match="Use a group \\(attention, mlp_down, mlp, logits\\)"):
         selective.parse_choices("attn")
     with pytest.raises(ValueError, match="not a valid regular expression"):
         selective.parse_choices("name:([")
