@@ -29,7 +29,7 @@ import sys
 import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
-from converter import conversion, modes, selective, symmetric_operands
+from converter import conversion, modes, selective, symmetric_operands, wrapping
 
 # Sizes within 2 % of the smallest count as equally small: the float regions
 # add a few hundred bytes, which should not beat a model that is 3x faster.
@@ -302,6 +302,10 @@ def auto_convert(
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     loaded = model_sources.load_model(model, name=name, build_dir=build_dir)
     seq_len = conversion.resolve_seq_len(loaded.model, seq_len)
+    # Checked before hours of conversion, not when the first candidate is measured.
+    vocabulary_size = wrapping.model_facts(loaded.model).vocabulary_size
+    if vocabulary_size is not None:
+        representative_data.validate_windows(evaluation, vocabulary_size=vocabulary_size, seq_len=seq_len)
     common = dict(calibration=calibration, seq_len=seq_len, num_calibration_samples=num_calibration_samples,
                   seed=seed, build_dir=build_dir, progress=progress)
 
@@ -338,7 +342,7 @@ def auto_convert(
                 trials.append(Trial(trial_name, candidate.mode.value, candidate.keep_float, error=errors[trial_name]))
                 continue
             result = results[trial_name]
-            path = work / f"{index:02d}.tflite"
+            path = reference_path if trial_name == "fp32" else work / f"{index:02d}.tflite"
             path.write_bytes(result.model)
             _log(f"[{index}/{len(names)}] measuring {trial_name}", progress)
             measured = harness.benchmark_file(
@@ -359,6 +363,8 @@ def auto_convert(
                 float_ops=dict(result.float_ops) if candidate.mode.needs_calibration else None,
                 conversion_seconds=result.conversion_seconds,
             ))
+            if trial_name != "fp32":
+                path.unlink()  # a large model's candidates would otherwise pile up on disk
             _log(f"    {trial_name}: {result.size_bytes / 2**20:.2f} MiB, {measured.latency.median_ms:.2f} ms, "
                  f"perplexity {100 * accuracy.perplexity_increase:+.2f} %, top-1 {100 * accuracy.top1_agreement:.1f} %",
                  progress)

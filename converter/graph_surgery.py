@@ -114,11 +114,15 @@ def drop_negative_index_wrap(model: bytes) -> SurgeryResult:
 
 
 def _opcode_index(model_object, builtin: int, version: int) -> int:
-    schema = inspection._schema()  # pylint: disable=protected-access
     for index, code in enumerate(model_object.operatorCodes):
         if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
             code.version = max(code.version, version)
             return index
+    return _append_opcode(model_object, builtin, version)
+
+
+def _append_opcode(model_object, builtin: int, version: int) -> int:
+    schema = inspection._schema()  # pylint: disable=protected-access
     code = schema.OperatorCodeT()
     code.builtinCode = builtin
     code.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
@@ -133,16 +137,10 @@ def opcode_with_version(model_object, builtin: int, version: int) -> int:
     Unlike `_opcode_index` it never changes the version of an existing code: a
     model may hold int8 ADDs (version 2) and float ADDs (version 1) side by side.
     """
-    schema = inspection._schema()  # pylint: disable=protected-access
     for index, code in enumerate(model_object.operatorCodes):
         if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and code.version == version:
             return index
-    code = schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
-    code.version = version
-    model_object.operatorCodes.append(code)
-    return len(model_object.operatorCodes) - 1
+    return _append_opcode(model_object, builtin, version)
 
 
 def float_op_version(model_object, op) -> int:
