@@ -68,9 +68,10 @@ _SYMMETRIC_MATMUL = flags.DEFINE_boolean(
     "int8: zero point 0 for the second operand of attention BATCH_MATMULs, so that XNNPACK runs them.",
 )
 _KEEP_FLOAT = flags.DEFINE_list(
-    "keep_float", [],
-    "int8/int16x8 selective quantization: ops to run in float. Groups attention, mlp_down, logits; TFLite op "
-    "types (SOFTMAX); name:<regex> on op output names. Comma-separated.",
+    "keep_float", None,
+    "int8/int16x8 selective quantization: ops to run in float. Groups attention, mlp_down, mlp, logits; TFLite "
+    "op types (SOFTMAX); name:<regex> on op output names. Comma-separated. Default: SOFTMAX for int8, nothing "
+    "for int16x8; --keep_float= (empty) keeps nothing in float.",
 )
 _MAX_PPL_INCREASE = flags.DEFINE_string(
     "max_ppl_increase", "2%", "auto: the accuracy budget, perplexity above fp32 on held-out windows (2% or 0.02)."

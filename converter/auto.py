@@ -44,14 +44,23 @@ class Candidate:
 
     Attributes:
       mode: the conversion mode.
-      keep_float: selective-quantization choices (`converter.selective`).
+      keep_float: selective-quantization choices (`converter.selective`) on
+        top of the mode's default ones (`modes.DEFAULT_KEEP_FLOAT`).
       float_residual_stream: calibrated modes: residual stream and norm
-        statistics in float.
+        statistics in float. False (`-strict`) also drops the default
+        choices: nothing runs in float.
     """
 
     mode: modes.Mode
     keep_float: tuple[str, ...] = ()
     float_residual_stream: bool = True
+
+    @property
+    def float_choices(self) -> tuple[str, ...]:
+        """Every selective-quantization choice of the recipe, the mode's defaults first."""
+        if not self.float_residual_stream:
+            return self.keep_float
+        return tuple(dict.fromkeys(modes.DEFAULT_KEEP_FLOAT.get(self.mode, ()) + self.keep_float))
 
     @property
     def name(self) -> str:
@@ -79,7 +88,7 @@ def parse_candidate(text: str) -> Candidate:
 
 
 DEFAULT_CANDIDATES = tuple(parse_candidate(text) for text in (
-    "fp16", "dynamic", "int8", "int8-strict", "int8+softmax", "int8+mlp_down", "int8+mlp", "int8+attention",
+    "fp16", "dynamic", "int8", "int8-strict", "int8+mlp_down", "int8+mlp", "int8+attention",
     "int8+attention+mlp_down", "int8+attention+mlp", "int16x8",
 ))
 
@@ -325,7 +334,7 @@ def auto_convert(
                 try:
                     # Calibrated modes are converted bare once; each variant is a rewrite of it.
                     bases[base] = conversion.convert_keras(
-                        loaded, base, float_residual_stream=False, symmetric_matmul=False, **common)
+                        loaded, base, float_residual_stream=False, symmetric_matmul=False, keep_float=(), **common)
                 except (RuntimeError, ValueError) as error:
                     errors[base.value] = str(error).splitlines()[0][:200]
             if base.value in errors:
@@ -339,7 +348,7 @@ def auto_convert(
         for index, trial_name in enumerate(names, 1):
             candidate = parse_candidate(trial_name) if trial_name != "fp32" else Candidate(modes.Mode.FP32)
             if trial_name in errors:
-                trials.append(Trial(trial_name, candidate.mode.value, candidate.keep_float, error=errors[trial_name]))
+                trials.append(Trial(trial_name, candidate.mode.value, candidate.float_choices, error=errors[trial_name]))
                 continue
             result = results[trial_name]
             path = reference_path if trial_name == "fp32" else work / f"{index:02d}.tflite"
@@ -353,7 +362,7 @@ def auto_convert(
             accuracy = measured.accuracy
             fp32_latency = fp32_latency or measured.latency.median_ms
             trials.append(Trial(
-                name=trial_name, mode=candidate.mode.value, keep_float=candidate.keep_float,
+                name=trial_name, mode=candidate.mode.value, keep_float=candidate.float_choices,
                 size_bytes=result.size_bytes, size_ratio=round(result.size_bytes / reference.size_bytes, 4),
                 latency_ms=round(measured.latency.median_ms, 3),
                 latency_ratio=round(measured.latency.median_ms / fp32_latency, 4),
@@ -411,7 +420,7 @@ def _variant(base: conversion.ConversionResult, candidate: Candidate) -> convers
         return base
     # The same rewrites, in the same order, as convert_keras applies after calibration.
     rewritten = selective.keep_in_float(
-        base.model, candidate.keep_float, residual_stream=candidate.float_residual_stream)
+        base.model, candidate.float_choices, residual_stream=candidate.float_residual_stream)
     changes = list(rewritten.changes)
     model = rewritten.model
     symmetric = candidate.mode is modes.Mode.INT8
@@ -420,7 +429,7 @@ def _variant(base: conversion.ConversionResult, candidate: Candidate) -> convers
         model = made_symmetric.model
         changes.extend(made_symmetric.changes)
     recipe = {**(base.recipe or {}), "float_residual_stream": candidate.float_residual_stream,
-              "keep_float": list(candidate.keep_float), "symmetric_matmul": symmetric}
+              "keep_float": list(candidate.float_choices), "symmetric_matmul": symmetric}
     if not changes:
         return dataclasses.replace(base, recipe=recipe)
     # Measured against fp32 on the evaluation windows once the candidate has run.

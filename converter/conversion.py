@@ -336,8 +336,10 @@ def convert_keras(
       keep_float: int8 and int16x8: selective quantization, ops that run in
         float (`converter.selective`): groups `attention`, `mlp_down`,
         `logits`, TFLite op types (`SOFTMAX`) or `name:<regex>` on op output
-        names; a comma-separated string or a sequence. What runs in float is
-        listed in the report (`float_ops`, `graph_changes`).
+        names; a comma-separated string or a sequence. None: the mode's
+        default (`modes.DEFAULT_KEEP_FLOAT`: SOFTMAX for int8); `()`: nothing.
+        What runs in float is listed in the report (`float_ops`,
+        `graph_changes`, `recipe`).
       symmetric_matmul: int8: give the second operand of every attention
         BATCH_MATMUL (K, V and the tensors reshaped from them) zero point 0.
         LiteRT's XNNPACK delegate runs an int8 BATCH_MATMUL only then; the
@@ -362,7 +364,7 @@ def convert_keras(
         num_calibration_samples=num_calibration_samples, output_path=output_path, overwrite=overwrite,
         target_runtime=target_runtime, keep_float=keep_float,
     )
-    keep_float = selective.parse_choices(keep_float)
+    keep_float = modes.DEFAULT_KEEP_FLOAT.get(mode, ()) if keep_float is None else selective.parse_choices(keep_float)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     _log(f"loading model {model if isinstance(model, (str, os.PathLike)) else type(model).__name__}", progress)
     loaded = model_sources.load_model(model, name=name, build_dir=build_dir)

@@ -36,6 +36,9 @@ def test_candidates_name_a_mode_and_what_stays_float():
     strict = auto.parse_candidate("int8-strict")
     assert strict.name == "int8-strict" and not strict.float_residual_stream
     assert auto.parse_candidate("int8+softmax").keep_float == ("SOFTMAX",)
+    # The mode's defaults come first; -strict keeps nothing in float.
+    assert candidate.float_choices == ("SOFTMAX", "attention", "mlp_down")
+    assert strict.float_choices == () and auto.parse_candidate("int16x8").float_choices == ()
     with pytest.raises(ValueError, match="only int8 and int16x8"):
         auto.parse_candidate("dynamic+attention")
     with pytest.raises(ValueError, match="Unknown mode"):
@@ -116,8 +119,9 @@ def test_auto_returns_the_smallest_model_within_its_budget_with_the_pareto_table
     assert chosen["size_bytes"] <= min(t["size_bytes"] for t in within) * (1 + auto.SIZE_TIE)
     # Variants really differ: int8+attention keeps BATCH_MATMUL float, int8-strict keeps nothing float.
     assert trials["int8+attention"]["float_ops"].get("BATCH_MATMUL", 0) == 4
-    assert not {"ADD", "RSQRT", "FULLY_CONNECTED", "BATCH_MATMUL"} & set(trials["int8-strict"]["float_ops"])
-    assert trials["int8"]["float_ops"].get("RSQRT", 0) > 0
+    assert not {"ADD", "RSQRT", "SOFTMAX", "FULLY_CONNECTED", "BATCH_MATMUL"} & set(trials["int8-strict"]["float_ops"])
+    assert trials["int8"]["float_ops"].get("RSQRT", 0) > 0 and trials["int8"]["float_ops"].get("SOFTMAX") == 2
+    assert trials["int8"]["keep_float"] == ["SOFTMAX"] and trials["int8-strict"]["keep_float"] == []
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["recipe"]["auto"]["candidate"] == search["chosen"]
     markdown = out.with_name("tiny_auto_search.md").read_text()

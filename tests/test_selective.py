@@ -14,7 +14,7 @@ def int8_model(request):
     model = tiny_gpt2_causal_lm() if request.param == "gpt2" else tiny_llama_causal_lm()
     windows = random_windows(seq_len=SEQ_LEN)
     quantized = converter.convert_keras(model, "int8", calibration=windows, seq_len=SEQ_LEN, progress=False,
-                                        float_residual_stream=False, symmetric_matmul=False)
+                                        float_residual_stream=False, symmetric_matmul=False, keep_float=())
     reference = converter.convert_keras(model, "fp32", seq_len=SEQ_LEN, progress=False)
     return request.param, quantized.model, reference.model, windows
 
