@@ -2,7 +2,7 @@
 
 Per-tensor int8 activations cannot hold a tensor whose few outlier channels are
 hundreds of times larger than the rest (SmolLM2's MLP down-projection input has
-max/RMS about 320, `build/debug/FINDINGS.md`). SmoothQuant (Xiao et al., 2023)
+max/RMS about 320; README "Full int8: where it stands"). SmoothQuant (Xiao et al., 2023)
 divides activation channel `j` by a factor `s_j` and multiplies row `j` of the
 weight that reads it by the same `s_j`:
 
@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 SITE_FAMILIES = ("down", "norm", "attention_output")
-# Measured on SmolLM2-135M and tiny-gpt2 (build/debug/smooth/RESULTS.md):
+# Measured on SmolLM2-135M and tiny-gpt2 (README "Full int8: where it stands"):
 # only the down-projection site helps full int8.
 DEFAULT_SITES = ("down",)
 SUPPORTED = (

@@ -7,8 +7,8 @@ B zero point, and the delegate refuses the node ("non-zero zero point %d of
 input 1 ... is not supported"). The converter calibrates K and V to
 asymmetric ranges (zero points -5, 7, 24, ...), so every attention BMM falls
 back to LiteRT's built-in int8 BMM, a scalar reference loop without threads:
-on gpt2-6l that is more than half of the int8 forward pass
-(build/debug/XNNPACK_INT8.md).
+on gpt2-6l that is more than half of the int8 forward pass (README "Full
+int8: where it stands").
 
 `symmetric_matmul_operands` re-parametrises B after conversion. B's tensor
 cannot change alone: the ops between it and the op that computes it
@@ -27,9 +27,8 @@ else needs to change.
 
 Which ops tie their int8 operands was checked against LiteRT 2.3.0 rather
 than assumed: one-op models with the output's scale doubled and zero point
-moved (build/debug/symmetric/tie_probe.py) showed GATHER, RESHAPE, SPLIT,
-TILE, TRANSPOSE and SELECT_V2 copying the raw int8 values unchanged (a wrong
-result, not an error), and XNNPACK failing to prepare such a TRANSPOSE or
+moved showed GATHER, RESHAPE, SPLIT, TILE, TRANSPOSE and SELECT_V2 copying
+the raw int8 values unchanged (a wrong result, not an error), and XNNPACK failing to prepare such a TRANSPOSE or
 SPLIT; the built-in CONCATENATION and PACK kernels refuse unequal parameters
 in Prepare (LiteRT `tflite/kernels/concatenation.cc`: "Make sure there is no
 re-scaling needed for Int8 quantized kernel"; `pack.cc`). The remaining ops of `_TIED_OPS` are pure data movement
