@@ -297,18 +297,19 @@ def keep_in_float(model: bytes, choices: Sequence[str] = (), *, residual_stream:
     from converter import float_regions, graph_surgery  # pylint: disable=import-outside-toplevel
 
     model_object = inspection.load_model_object(model)
+    kinds = _Graph(model_object).kinds
     region: set[int] = set()
     changes = []
     if residual_stream:
         stream = float_regions.residual_and_norm_ops(model_object)
-        computing = {i for i in stream if _Graph(model_object).kinds[i] not in _BRIDGE_OPS}
+        computing = {i for i in stream if kinds[i] not in _BRIDGE_OPS}
         if computing:
             region |= stream
             changes.append(f"residual stream and norm statistics run in float: {describe(model_object, computing)}")
     for choice, ops in select_ops(model_object, choices).items():
         region |= ops
         hybrid = " (FULLY_CONNECTED dynamic-range: int8 weights, float activations)" if any(
-            _Graph(model_object).kinds[i] == "FULLY_CONNECTED" for i in ops) else ""
+            kinds[i] == "FULLY_CONNECTED" for i in ops) else ""
         changes.append(f"kept in float ({choice}): {describe(model_object, ops)}{hybrid}" if ops
                        else f"kept in float ({choice}): no op matched")
     if not region:
