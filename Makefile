@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-MODEL ?= smollm2-135m
+# Empty: the commands' own default model (converter.DEFAULT_MODEL, smollm2-135m).
+MODEL ?=
 MODE ?= int8
 SEQ_LEN ?=
 CALIBRATION ?= builtin
@@ -28,11 +29,12 @@ ANDROID_ASSETS := android/app/src/main/assets
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-CONVERT_FLAGS = --model=$(MODEL) --mode=$(MODE) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
+MODEL_FLAG = $(if $(MODEL),--model=$(MODEL))
+CONVERT_FLAGS = $(MODEL_FLAG) --mode=$(MODE) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
 	$(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite) $(if $(TARGET_RUNTIME),--target_runtime=$(TARGET_RUNTIME)) \
 	$(if $(KEEP_FLOAT),--keep_float=$(KEEP_FLOAT)) $(if $(filter auto,$(MODE)),--max_ppl_increase=$(MAX_PPL_INCREASE))
 
-.PHONY: setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
+.PHONY: lint setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
 
 help:
 	@echo "make convert MODE=<fp32|fp16|dynamic|int8|int16x8> [MODEL=smollm2-135m|tiny-gpt2|gpt2-6l|path] [SEQ_LEN=n] [OVERWRITE=1] [TARGET_RUNTIME=tflite-runtime==2.14]"
@@ -47,7 +49,7 @@ help:
 	@echo "make pi-report RESULTS=<folder>  the Pi's results (copied back) merged with $(RESULTS_DIR)/ into <folder>/report.md"
 	@echo "make runtime-probe [RUNTIMES=tflite-runtime==2.14.0,...]  re-probe converter/runtime_support.json"
 	@echo "make debug MODE=int8 [MODEL=...] [OVERWRITE=1]  per-tensor quantization error report: $(BUILD_DIR)/<model>/<model>_<mode>_debug.{json,md}"
-	@echo "make test                     the test suite (tiny models, no downloads)"
+	@echo "make test                     lint (ruff), layer contracts (import-linter), then the tests (tiny models, no downloads)"
 	@echo "make test-large               tests behind the 'large' marker"
 	@echo "make setup                    create $(VENV) from pinned versions"
 
@@ -67,15 +69,15 @@ convert: $(STAMP)
 	$(PY) -m converter $(CONVERT_FLAGS)
 
 convert-all: $(STAMP)
-	$(PY) -m converter.table --model=$(MODEL) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite)
+	$(PY) -m converter.cli.table $(MODEL_FLAG) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite)
 
 # Converts first when build/<model>/<model>_<mode>.tflite is missing.
 android: $(STAMP)
-	$(PY) -m converter.android --model=$(MODEL) --mode=$(MODE) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
+	$(PY) -m converter.cli.android $(MODEL_FLAG) --mode=$(MODE) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
 		--out=$(or $(OUT),$(ANDROID_ASSETS)) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite)
 
 bench: $(STAMP)
-	$(PY) -m converter.bench --model=$(MODEL) --modes=$(MODES) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
+	$(PY) -m converter.cli.bench $(MODEL_FLAG) --modes=$(MODES) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
 		--results_dir=$(RESULTS_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(filter 0,$(PEERS)),--nopeers) $(BENCH_FLAGS)
 
 report: $(STAMP)
@@ -83,14 +85,20 @@ report: $(STAMP)
 
 # fp32 and dynamic, the modes compared with the peers; converted first if missing.
 bench-fidelity: $(STAMP)
-	$(PY) -m converter.bench --fidelity --model=$(MODEL) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
+	$(PY) -m converter.cli.bench --fidelity $(MODEL_FLAG) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
 		--results_dir=$(RESULTS_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN))
 
 # Compares the quantized model with its fp32 twin tensor by tensor (converter/quant_debug.py).
 debug: $(STAMP)
-	$(PY) -m converter.quant_debug --model=$(MODEL) --mode=$(MODE) --build_dir=$(BUILD_DIR) $(if $(OVERWRITE),--overwrite)
+	$(PY) -m converter.cli.debug $(MODEL_FLAG) --mode=$(MODE) --build_dir=$(BUILD_DIR) $(if $(OVERWRITE),--overwrite)
 
-test: $(STAMP)
+# Lint, formatting and the layer contracts first: they take seconds and say the most.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --config setup.cfg
+
+test: lint
 	$(PY) -m pytest -m "not large" $(PYTEST_ARGS)
 
 test-large: $(STAMP)
@@ -101,13 +109,13 @@ clean:
 
 # Raspberry Pi: convert the modes that are missing, then pack them (README "Raspberry Pi").
 pi-pack: $(STAMP)
-	$(PY) -m converter.table --model=$(MODEL) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) > /dev/null
-	$(PY) -m converter.pi_pack --model=$(MODEL) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(OVERWRITE),--overwrite)
+	$(PY) -m converter.cli.table $(MODEL_FLAG) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) > /dev/null
+	$(PY) -m converter.cli.pi_pack $(MODEL_FLAG) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(OVERWRITE),--overwrite)
 
 pi-report: $(STAMP)
 	$(if $(RESULTS),,$(error Pass RESULTS=<folder>: the results folder copied back from the Pi, e.g. make pi-report RESULTS=pi-results))
-	$(PY) -m benchmarks.device_report --results_dir=$(RESULTS) --host_results_dir=$(RESULTS_DIR)
+	$(PY) -m benchmarks.pi_report --results_dir=$(RESULTS) --host_results_dir=$(RESULTS_DIR)
 
 # Loads probe models in each runtime (venvs under $(BUILD_DIR)/venvs) and rewrites the support table.
 runtime-probe: $(STAMP)
-	$(PY) -m converter.runtime_probe --work_dir=$(BUILD_DIR)/runtime-probe --venvs_dir=$(BUILD_DIR)/venvs $(if $(RUNTIMES),--runtimes=$(RUNTIMES)) $(if $(PROBE_OUT),--out=$(PROBE_OUT))
+	$(PY) -m converter.cli.runtime_probe --work_dir=$(BUILD_DIR)/runtime-probe --venvs_dir=$(BUILD_DIR)/venvs $(if $(RUNTIMES),--runtimes=$(RUNTIMES)) $(if $(PROBE_OUT),--out=$(PROBE_OUT))

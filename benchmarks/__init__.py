@@ -8,7 +8,6 @@ is an optional peer backend.
 from benchmarks.accuracy import AccuracyAccumulator, AccuracyResult, kl_divergence, next_token_nll, top1_agreement
 from benchmarks.harness import benchmark_file, check_windows_fit, evaluate_accuracy, measure
 from benchmarks.machine import MachineInfo, machine_info
-from benchmarks.model_file import ModelFileError, check_model_file, sha256_of
 from benchmarks.results import BenchmarkResult, MemoryStats, ModelInfo, check_results_dir, load_results
 from benchmarks.runtimes import (
     RUNTIME_NAMES,
@@ -20,6 +19,8 @@ from benchmarks.runtimes import (
     open_runner,
 )
 from benchmarks.timing import LatencyStats
+from converter.common.files import sha256_of
+from converter.tflite_file.validation import ModelFileError, check_model_file
 
 __all__ = [
     "AccuracyAccumulator",

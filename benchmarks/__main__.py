@@ -15,14 +15,18 @@ import sys
 
 from absl import app, flags
 
-from benchmarks import harness, model_file, results, runtimes
+from benchmarks import harness, results, runtimes
+from converter import tflite_file
 
 _MODELS = flags.DEFINE_list("model", None, "Model files (.tflite, or .onnx for ONNX Runtime).")
 flags.mark_flag_as_required("model")
-_RUNTIME = flags.DEFINE_enum("runtime", runtimes.Runtime.AI_EDGE_LITERT.value, list(runtimes.RUNTIME_NAMES),
-                             "Runtime for .tflite files (.onnx files always run in onnxruntime).")
-_THREADS = flags.DEFINE_multi_integer("threads", [1], "CPU thread counts, e.g. --threads=1 --threads=2.",
-                                      lower_bound=1)
+_RUNTIME = flags.DEFINE_enum(
+    "runtime",
+    runtimes.Runtime.AI_EDGE_LITERT.value,
+    list(runtimes.RUNTIME_NAMES),
+    "Runtime for .tflite files (.onnx files always run in onnxruntime).",
+)
+_THREADS = flags.DEFINE_multi_integer("threads", [1], "CPU thread counts, e.g. --threads=1 --threads=2.", lower_bound=1)
 _EVALUATION = flags.DEFINE_string("evaluation", None, "Evaluation windows (.npz) for accuracy; none: timing only.")
 _REFERENCE = flags.DEFINE_string("reference", None, "The fp32 .tflite of the same model, for agreement and KL.")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "results", "Folder for result files.")
@@ -39,7 +43,7 @@ def main(argv: list[str]) -> int:
     try:
         folder = results.check_results_dir(_RESULTS_DIR.value)
         for path in _MODELS.value:
-            model_file.check_model_file(path)
+            tflite_file.check_model_file(path)
         saved = []
         for path in _MODELS.value:
             for position, threads in enumerate(_THREADS.value):

@@ -142,9 +142,7 @@ class AccuracyAccumulator:
           ValueError: no position has been scored yet.
         """
         if self._positions == 0:
-            raise ValueError(
-                "No next-token position to score: every window holds fewer than 2 real tokens."
-            )
+            raise ValueError("No next-token position to score: every window holds fewer than 2 real tokens.")
         count = self._positions
         reference = bool(self._with_reference)
         return AccuracyResult(

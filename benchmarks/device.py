@@ -70,8 +70,10 @@ def cpu_frequency(root: pathlib.Path = pathlib.Path("/")) -> dict[str, Any]:
         if frequency is not None:
             current[cpu.name] = frequency
         if limits["max_mhz"] is None:
-            limits = {"min_mhz": _khz_to_mhz(_read(folder / "cpuinfo_min_freq")),
-                      "max_mhz": _khz_to_mhz(_read(folder / "cpuinfo_max_freq"))}
+            limits = {
+                "min_mhz": _khz_to_mhz(_read(folder / "cpuinfo_min_freq")),
+                "max_mhz": _khz_to_mhz(_read(folder / "cpuinfo_max_freq")),
+            }
     distinct = sorted(set(governors.values()))
     return {
         "governor": distinct[0] if len(distinct) == 1 else (", ".join(distinct) or None),

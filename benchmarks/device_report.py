@@ -1,8 +1,6 @@
 """Device runs in the report: the board's state and the spread over repeats (Pis throttle).
 
-    python -m benchmarks.device_report --results_dir=pi-results [--host_results_dir=results] [--out=...]
-
-`make pi-report RESULTS=<folder>` runs this: it merges the results a bench
+`make pi-report RESULTS=<folder>` (`python -m benchmarks.pi_report`) merges the results a bench
 pack wrote on a device with the host's results and renders them with
 `benchmarks.report`, one section per machine and model. A device's section
 gets, beside the usual table, its board facts (model, governor, clocks,
@@ -16,9 +14,9 @@ from __future__ import annotations
 import collections
 import pathlib
 import statistics
-import sys
 from typing import Any
 
+from benchmarks import plots
 from benchmarks import results as results_lib
 
 
@@ -41,8 +39,10 @@ def spread(items: list[dict[str, Any]]) -> dict[tuple[str, int], list[float]]:
 
 def spread_table(items: list[dict[str, Any]], *, order) -> str:
     """Median over the repeats, fastest and slowest repeat, and the spread between them."""
-    lines = ["| variant | threads | repeats | median of repeats | fastest | slowest | spread |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| variant | threads | repeats | median of repeats | fastest | slowest | spread |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for (variant, threads), values in sorted(spread(items).items(), key=lambda e: (order(e[0][0]), e[0][1])):
         middle = statistics.median(values)
         lines.append(
@@ -67,20 +67,31 @@ def facts_lines(items: list[dict[str, Any]]) -> list[str]:
     cpu = states[-1]["cpu"]
     governors = sorted({s["cpu"]["governor"] for s in states if s["cpu"].get("governor")})
     clocks = [mhz for s in states for mhz in s["cpu"].get("current_mhz", {}).values()]
-    limits = (f" (limits {cpu['min_mhz']:.0f}–{cpu['max_mhz']:.0f} MHz)"
-              if cpu.get("min_mhz") is not None and cpu.get("max_mhz") is not None else "")
-    before = [r["device"]["before"]["soc_temperature_c"] for r in ordered
-              if r["device"]["before"].get("soc_temperature_c") is not None]
-    after = [r["device"]["after"]["soc_temperature_c"] for r in ordered
-             if r["device"]["after"].get("soc_temperature_c") is not None]
+    limits = (
+        f" (limits {cpu['min_mhz']:.0f}–{cpu['max_mhz']:.0f} MHz)"
+        if cpu.get("min_mhz") is not None and cpu.get("max_mhz") is not None
+        else ""
+    )
+    before = [
+        r["device"]["before"]["soc_temperature_c"]
+        for r in ordered
+        if r["device"]["before"].get("soc_temperature_c") is not None
+    ]
+    after = [
+        r["device"]["after"]["soc_temperature_c"]
+        for r in ordered
+        if r["device"]["after"].get("soc_temperature_c") is not None
+    ]
     lines = [
         f"- Board: {device.get('board') or 'not reported (no /proc/device-tree/model)'}",
         f"- CPU governor: {', '.join(governors) or 'not available'}; clock seen before/after runs: "
         f"{_range(clocks, 'MHz', 0)}{limits}",
     ]
     if before:
-        lines.append(f"- SoC temperature: {before[0]:.1f} °C before the first run, {after[-1]:.1f} °C after the last, "
-                     f"hottest {max(before + after):.1f} °C")
+        lines.append(
+            f"- SoC temperature: {before[0]:.1f} °C before the first run, {after[-1]:.1f} °C after the last, "
+            f"hottest {max(before + after):.1f} °C"
+        )
     else:
         lines.append("- SoC temperature: not available (no thermal zone)")
     if not device.get("vcgencmd"):
@@ -89,8 +100,10 @@ def facts_lines(items: list[dict[str, Any]]) -> list[str]:
         flags = sorted({flag for s in states if s.get("throttled") for flag in s["throttled"]["flags"]})
         lines.append(f"- Throttling (vcgencmd get_throttled): {'; '.join(flags) if flags else 'none seen'}")
     sweep = device["sweep"]
-    lines.append(f"- Sweep {sweep['id']}: threads {', '.join(map(str, sweep['threads']))}, "
-                 f"{sweep['repeats']} repeat(s); pack {device['pack']['name']} built {device['pack']['created']}")
+    lines.append(
+        f"- Sweep {sweep['id']}: threads {', '.join(map(str, sweep['threads']))}, "
+        f"{sweep['repeats']} repeat(s); pack {device['pack']['name']} built {device['pack']['created']}"
+    )
     return lines
 
 
@@ -111,9 +124,15 @@ def plot_threads(items: list[dict[str, Any]], path: pathlib.Path, *, order, titl
         points = sorted(by_variant[variant])
         middles = [statistics.median(v) for _, v in points]
         axes.errorbar(
-            [t for t, _ in points], middles,
-            yerr=[[m - min(v) for m, (_, v) in zip(middles, points)], [max(v) - m for m, (_, v) in zip(middles, points)]],
-            marker="o", capsize=4, label=variant,
+            [t for t, _ in points],
+            middles,
+            yerr=[
+                [m - min(v) for m, (_, v) in zip(middles, points)],
+                [max(v) - m for m, (_, v) in zip(middles, points)],
+            ],
+            marker="o",
+            capsize=4,
+            label=variant,
         )
     axes.set_xlabel("threads")
     axes.set_ylabel("median latency [ms] (bars: fastest to slowest repeat)")
@@ -122,43 +141,26 @@ def plot_threads(items: list[dict[str, Any]], path: pathlib.Path, *, order, titl
     axes.set_title(title)
     axes.grid(alpha=0.3, which="both")
     axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
-    from benchmarks import report  # pylint: disable=import-outside-toplevel  (report imports this module)
-
-    report.save_figure(figure, path)
+    plots.save_figure(figure, path)
     return True
 
 
-def device_section(
-    run, *, out: pathlib.Path, host: str, plots: bool = True, order=lambda variant: (0, variant)
-) -> str:
+def device_section(run, *, out: pathlib.Path, host: str, plots: bool = True, order=lambda variant: (0, variant)) -> str:
     """Markdown for a device run (empty for a host run); its plot is `<model>_<host>_threads.png` beside `out`."""
     items = device_items(run.items)
     if not items:
         return ""
-    parts = ["Device:\n", "\n".join(facts_lines(items)) + "\n",
-             "Latency over the repeats of the latest sweep (the table above shows the last repeat):\n",
-             spread_table(items, order=order)]
+    parts = [
+        "Device:\n",
+        "\n".join(facts_lines(items)) + "\n",
+        "Latency over the repeats of the latest sweep (the table above shows the last repeat):\n",
+        spread_table(items, order=order),
+    ]
     if plots:
         image = out.with_name(f"{run.model}_{host}_threads.png")
         if plot_threads(items, image, order=order, title=f"{run.model} on {host}: latency vs threads"):
             parts.append(f"![{run.model} latency vs threads on {host}]({image.name})\n")
     return "\n".join(parts)
-
-
-_RESULTS_DIR = None
-_HOST_RESULTS_DIR = None
-_OUT = None
-
-
-def _define_flags() -> None:
-    """Defines the flags only when run as a program, so importing this module defines none."""
-    global _RESULTS_DIR, _HOST_RESULTS_DIR, _OUT  # pylint: disable=global-statement
-    from absl import flags  # pylint: disable=import-outside-toplevel
-
-    _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "The results folder copied back from the device.")
-    flags.mark_flag_as_required("results_dir")
-    _HOST_RESULTS_DIR = flags.DEFINE_string("host_results_dir", "results", "The host's results (make bench).")
-    _OUT = flags.DEFINE_string("out", None, "Markdown report path (default: <results_dir>/report.md).")
 
 
 def merged_results(results_dir: str | pathlib.Path, host_results_dir: str | pathlib.Path | None) -> list[dict]:
@@ -172,7 +174,7 @@ def merged_results(results_dir: str | pathlib.Path, host_results_dir: str | path
     if not folder.is_dir():
         raise FileNotFoundError(
             f"No results folder at {str(folder)!r}. Copy the results back from the device first "
-            "(scp -r \"$PI:pi-pack-<model>/results\" ./pi-results, as the pack's README says)."
+            '(scp -r "$PI:pi-pack-<model>/results" ./pi-results, as the pack\'s README says).'
         )
     device = results_lib.load_results(folder)
     if not any(result.get("device") for result in device):
@@ -181,35 +183,10 @@ def merged_results(results_dir: str | pathlib.Path, host_results_dir: str | path
             "folder that the pack wrote on the device."
         )
     host = []
-    if host_results_dir is not None and pathlib.Path(host_results_dir).is_dir():
-        if pathlib.Path(host_results_dir).resolve() != folder.resolve():
-            host = results_lib.load_results(host_results_dir)
+    if (
+        host_results_dir is not None
+        and pathlib.Path(host_results_dir).is_dir()
+        and pathlib.Path(host_results_dir).resolve() != folder.resolve()
+    ):
+        host = results_lib.load_results(host_results_dir)
     return sorted(device + host, key=lambda result: result["created"])
-
-
-def main(argv: list[str]) -> int:
-    from absl import app  # pylint: disable=import-outside-toplevel
-
-    from benchmarks import report  # pylint: disable=import-outside-toplevel
-
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        merged = merged_results(_RESULTS_DIR.value, _HOST_RESULTS_DIR.value)
-        out = pathlib.Path(_OUT.value or pathlib.Path(_RESULTS_DIR.value) / "report.md")
-        results_lib.check_results_dir(out.parent)
-        text = report.render_report(merged, out=out)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(text)
-    hosts = sorted({r["machine"]["hostname"] for r in merged})
-    print(f"[pi-report] {len(merged)} results from {', '.join(hosts)} -> {out}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    from absl import app as _app  # pylint: disable=import-outside-toplevel
-
-    _define_flags()
-    _app.run(main)

@@ -29,8 +29,10 @@ import tempfile
 
 from absl import app, flags
 
-from benchmarks import harness, model_file, results, runtimes
+from benchmarks import harness, results, runtimes
 from benchmarks.timing import time_runs
+from converter import tflite_file
+from converter.common import files
 
 TOLERANCE = 0.10
 # Runs the wheel's tool with valid token ids (see the module docstring).
@@ -89,24 +91,34 @@ class FidelityResult:
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
-        values.update(harness_ms=self.harness_ms, tool_ms=self.tool_ms,
-                      relative_difference=self.relative_difference, within_tolerance=self.within_tolerance)
+        values.update(
+            harness_ms=self.harness_ms,
+            tool_ms=self.tool_ms,
+            relative_difference=self.relative_difference,
+            within_tolerance=self.within_tolerance,
+        )
         return values
 
 
 def _harness_median(path: str, *, threads: int, runs: int, warmup_runs: int) -> float:
     runner = runtimes.open_runner(path, threads=threads)
-    runner.prepare(harness._timing_inputs(runner, None))  # pylint: disable=protected-access
-    _, _, samples = time_runs(runner.invoke, warmup_runs=warmup_runs, runs=runs, min_seconds=0.0,
-                              min_warmup_seconds=0.0)
+    runner.prepare(harness.timing_inputs(runner, None))  # pylint: disable=protected-access
+    _, _, samples = time_runs(
+        runner.invoke, warmup_runs=warmup_runs, runs=runs, min_seconds=0.0, min_warmup_seconds=0.0
+    )
     return statistics.median(samples)
 
 
 def _tool_median(path: str, *, threads: int, runs: int, warmup_runs: int) -> float:
     with tempfile.TemporaryDirectory() as scratch:
         output = pathlib.Path(scratch) / "result.json"
-        arguments = [f"--model={path}", f"--num_threads={threads}", f"--num_runs={runs}",
-                     f"--warmup_runs={warmup_runs}", f"--result_json={output}"]
+        arguments = [
+            f"--model={path}",
+            f"--num_threads={threads}",
+            f"--num_runs={runs}",
+            f"--warmup_runs={warmup_runs}",
+            f"--result_json={output}",
+        ]
         command = [sys.executable, "-c", _TOOL_WITH_VALID_IDS, str(tool_path()), *arguments]
         completed = subprocess.run(command, capture_output=True, text=True, check=False)
         if completed.returncode != 0 or not output.is_file():
@@ -116,24 +128,29 @@ def _tool_median(path: str, *, threads: int, runs: int, warmup_runs: int) -> flo
 
 def compare(path: str, *, threads: int, runs: int = 100, warmup_runs: int = 10, rounds: int = 3) -> FidelityResult:
     """Alternates harness and tool `rounds` times each on one model and thread count."""
-    model_file.check_model_file(path)
+    tflite_file.check_model_file(path)
     runtimes.check_threads(threads)
     ours, theirs = [], []
     for _ in range(rounds):
         ours.append(_harness_median(path, threads=threads, runs=runs, warmup_runs=warmup_runs))
         theirs.append(_tool_median(path, threads=threads, runs=runs, warmup_runs=warmup_runs))
-    return FidelityResult(model=str(path), threads=threads, runs=runs, harness_medians_ms=tuple(ours),
-                          tool_medians_ms=tuple(theirs))
+    return FidelityResult(
+        model=str(path), threads=threads, runs=runs, harness_medians_ms=tuple(ours), tool_medians_ms=tuple(theirs)
+    )
 
 
 def render(fidelity: list[FidelityResult]) -> str:
     """A markdown table of the comparisons."""
-    lines = ["| model | threads | harness median | LiteRT tool median | difference | within 10 % |",
-             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| model | threads | harness median | LiteRT tool median | difference | within 10 % |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
     for item in fidelity:
-        lines.append(f"| `{pathlib.Path(item.model).name}` | {item.threads} | {item.harness_ms:.2f} ms | "
-                     f"{item.tool_ms:.2f} ms | {100 * item.relative_difference:+.1f} % | "
-                     f"{'yes' if item.within_tolerance else 'no'} |")
+        lines.append(
+            f"| `{pathlib.Path(item.model).name}` | {item.threads} | {item.harness_ms:.2f} ms | "
+            f"{item.tool_ms:.2f} ms | {100 * item.relative_difference:+.1f} % | "
+            f"{'yes' if item.within_tolerance else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -161,7 +178,7 @@ def main(argv: list[str]) -> int:
     try:
         folder = results.check_results_dir(_RESULTS_DIR.value)
         for path in _MODELS.value:
-            model_file.check_model_file(path)
+            tflite_file.check_model_file(path)
         tool_path()
         fidelity = []
         for path in _MODELS.value:
@@ -172,9 +189,9 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     table = render(fidelity)
-    results.write_atomically(folder / "fidelity.md", table)
+    files.write_atomically(folder / "fidelity.md", table)
     payload = {"machine": harness.machine_info().to_dict(), "results": [item.to_dict() for item in fidelity]}
-    results.write_atomically(folder / "fidelity.json", json.dumps(payload, indent=2) + "\n")
+    files.write_atomically(folder / "fidelity.json", json.dumps(payload, indent=2) + "\n")
     print(table)
     # A measurement, not a check: the table says whether each pair is within 10 %.
     return 0

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import memory, model_file, runtimes
+from benchmarks import runtimes
 from benchmarks.accuracy import AccuracyAccumulator, AccuracyResult
 from benchmarks.machine import machine_info
 from benchmarks.results import BenchmarkResult, MemoryStats, ModelInfo
 from benchmarks.timing import summarize, time_runs
+from converter import tflite_file
+from converter.common import files, resources
 from representative_data.windows import TokenWindows, load_windows
 
 DEFAULT_WARMUP_RUNS = 5
@@ -39,7 +41,7 @@ def describe_model_file(path: str | os.PathLike) -> dict[str, Any]:
     if not name:
         name, variant = path.stem, "unknown"
     report = path.with_suffix(".json")
-    if path.suffix == model_file.TFLITE_SUFFIX and report.is_file():
+    if path.suffix == tflite_file.TFLITE_SUFFIX and report.is_file():
         try:
             facts = json.loads(report.read_text(encoding="utf-8"))
             name, variant = facts.get("model_name", name), facts.get("mode", variant)
@@ -50,7 +52,7 @@ def describe_model_file(path: str | os.PathLike) -> dict[str, Any]:
         "variant": variant,
         "path": str(path),
         "format": path.suffix.lstrip("."),
-        "sha256": model_file.sha256_of(path),
+        "sha256": files.sha256_of(path),
         "size_bytes": path.stat().st_size,
     }
 
@@ -84,7 +86,7 @@ def check_windows_fit(windows: TokenWindows, *, seq_len: int, vocabulary_size: i
         )
 
 
-def _timing_inputs(runner: runtimes.Runner, windows: TokenWindows | None) -> dict[str, np.ndarray]:
+def timing_inputs(runner: runtimes.Runner, windows: TokenWindows | None) -> dict[str, np.ndarray]:
     if windows is not None:
         return _window_inputs(windows, 0)
     # Without windows, a seeded random window of real ids: same work per run.
@@ -174,22 +176,28 @@ def measure(
         raise ValueError(f"runs must be at least 1 and warmup_runs at least 0; got {runs} and {warmup_runs}.")
     if max_windows is not None and max_windows < 1:
         raise ValueError(f"max_windows must be at least 1; got {max_windows}.")
-    baseline = memory.current_rss_bytes()
-    reset = memory.reset_peak_rss()
+    baseline = resources.current_rss_bytes()
+    reset = resources.reset_peak_rss()
     start = time.perf_counter()
     runner = open_model()
     init_ms = 1000 * (time.perf_counter() - start)
     label = f"{model['name']} {model['variant']} ({runner.runtime.name}, {runner.threads} thread(s))"
     if evaluation is not None:
         check_windows_fit(evaluation, seq_len=runner.seq_len, vocabulary_size=runner.vocabulary_size, model=label)
-    runner.prepare(_timing_inputs(runner, evaluation))
+    runner.prepare(timing_inputs(runner, evaluation))
     if progress:
         progress(f"[bench] {label}: loaded in {init_ms:.0f} ms; timing")
     first_ms, warmups, samples = time_runs(
-        runner.invoke, warmup_runs=warmup_runs, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds,
+        runner.invoke,
+        warmup_runs=warmup_runs,
+        runs=runs,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
     )
     latency = summarize(samples, init_ms=init_ms, first_ms=first_ms, warmup_runs=warmups)
-    peak = MemoryStats(baseline_rss_bytes=baseline, peak_rss_bytes=memory.peak_rss_bytes(), peak_covers_load_only=reset)
+    peak = MemoryStats(
+        baseline_rss_bytes=baseline, peak_rss_bytes=resources.peak_rss_bytes(), peak_covers_load_only=reset
+    )
     if progress:
         progress(
             f"[bench] {label}: median {latency.median_ms:.2f} ms, p90 {latency.p90_ms:.2f} ms over "
@@ -206,7 +214,9 @@ def measure(
                     f"logits; {label} takes {runner.seq_len} and has {runner.vocabulary_size}. Use the fp32 "
                     "conversion of the same model and seq_len as the reference."
                 )
-        accuracy = evaluate_accuracy(runner, evaluation, reference=reference, max_windows=max_windows, progress=progress)
+        accuracy = evaluate_accuracy(
+            runner, evaluation, reference=reference, max_windows=max_windows, progress=progress
+        )
     info = ModelInfo(seq_len=runner.seq_len, vocabulary_size=runner.vocabulary_size, **model)
     recorded = {
         "threads": runner.threads,
@@ -259,17 +269,17 @@ def benchmark_file(
       The `BenchmarkResult` (not yet saved: call `.save(results_dir)`).
 
     Raises:
-      FileNotFoundError, model_file.ModelFileError: a missing or broken file.
+      FileNotFoundError, tflite_file.ModelFileError: a missing or broken file.
       runtimes.ModelLoadError: the runtime cannot run the model.
       runtimes.RuntimeUnavailableError: the runtime is not installed.
       ValueError: threads below 1, windows that do not fit the model.
     """
     runtimes.check_threads(threads)
-    model_file.check_model_file(path)
+    tflite_file.check_model_file(path)
     chosen = runtimes.runtime_for_path(path, runtime)
     runtimes.runtime_info(chosen)
     if reference is not None:
-        model_file.check_model_file(reference)
+        tflite_file.check_model_file(reference)
     windows = read_evaluation_windows(evaluation)
     description = describe_model_file(path)
     same_as_reference = reference is not None and os.path.samefile(path, reference)
@@ -282,7 +292,7 @@ def benchmark_file(
         open_reference = lambda: runtimes.open_runner(reference, runtime=reference_runtime, threads=threads)  # noqa: E731
     settings = {
         "evaluation": _describe_windows(evaluation, windows),
-        "reference": None if reference is None else {"path": str(reference), "sha256": model_file.sha256_of(reference)},
+        "reference": None if reference is None else {"path": str(reference), "sha256": files.sha256_of(reference)},
         "reference_is_model": same_as_reference,
     }
     return measure(

@@ -14,7 +14,6 @@ neighbouring ops and skips copies at partition borders.
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import os
 import statistics
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from benchmarks import model_file
+from converter import tflite_file
 
 _SKIPPED_OPS = frozenset({"WHILE", "IF", "CALL_ONCE", "CUSTOM", "DELEGATE"})
 
@@ -55,56 +54,6 @@ class OpTiming:
     note: str = ""
 
 
-def _schema():
-    from ai_edge_litert import schema_py_generated  # pylint: disable=import-outside-toplevel
-
-    return schema_py_generated
-
-
-def _names(enum_class) -> dict[int, str]:
-    return {value: name for name, value in vars(enum_class).items() if not name.startswith("_")}
-
-
-def _one_op_model(model, op_index: int) -> tuple[bytes, list[int]]:
-    """A model with only the operator `op_index`, and the tensor indices of its runtime inputs."""
-    import flatbuffers  # pylint: disable=import-outside-toplevel
-
-    schema = _schema()
-    subgraph = model.subgraphs[0]
-    operator = subgraph.operators[op_index]
-    used = [t for t in [*operator.inputs, *operator.outputs, *(operator.intermediates or [])] if t >= 0]
-    remap = {old: new for new, old in enumerate(dict.fromkeys(used))}
-    single = schema.ModelT()
-    single.version = model.version
-    single.operatorCodes = model.operatorCodes
-    single.buffers = [schema.BufferT()]
-    tensors = []
-    for old in remap:
-        tensor = copy.copy(subgraph.tensors[old])
-        buffer = model.buffers[tensor.buffer] if tensor.buffer else None
-        if buffer is not None and buffer.data is not None and len(buffer.data):
-            single.buffers.append(buffer)
-            tensor.buffer = len(single.buffers) - 1
-        else:
-            tensor.buffer = 0
-        tensors.append(tensor)
-    new_operator = copy.copy(operator)
-    new_operator.inputs = [remap[t] if t >= 0 else -1 for t in operator.inputs]
-    new_operator.outputs = [remap[t] for t in operator.outputs]
-    if operator.intermediates is not None:
-        new_operator.intermediates = [remap[t] for t in operator.intermediates]
-    runtime_inputs = [remap[t] for t in dict.fromkeys(operator.inputs) if t >= 0 and not tensors[remap[t]].buffer]
-    graph = schema.SubGraphT()
-    graph.tensors = tensors
-    graph.operators = [new_operator]
-    graph.inputs = runtime_inputs
-    graph.outputs = [remap[t] for t in operator.outputs]
-    single.subgraphs = [graph]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(single.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), runtime_inputs
-
-
 def _random_input(detail: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
     dtype, shape = np.dtype(detail["dtype"]), detail["shape"]
     if dtype.kind == "f":
@@ -117,8 +66,9 @@ def _random_input(detail: dict[str, Any], rng: np.random.Generator) -> np.ndarra
     return np.zeros(shape, dtype)
 
 
-def profile_ops(path: str | os.PathLike, *, threads: int = 1, runs: int = 20, warmup_runs: int = 3,
-                progress: bool = True) -> list[OpTiming]:
+def profile_ops(
+    path: str | os.PathLike, *, threads: int = 1, runs: int = 20, warmup_runs: int = 3, progress: bool = True
+) -> list[OpTiming]:
     """Times every operator of the model's main subgraph alone.
 
     Args:
@@ -132,11 +82,11 @@ def profile_ops(path: str | os.PathLike, *, threads: int = 1, runs: int = 20, wa
     """
     from ai_edge_litert import interpreter as litert  # pylint: disable=import-outside-toplevel
 
-    path = model_file.check_model_file(path)
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
-    op_names = _names(schema.BuiltinOperator)
-    dtype_names = _names(schema.TensorType)
+    path = tflite_file.check_model_file(path)
+    fb = tflite_file.schema()
+    model = tflite_file.load_model_object(path)
+    op_names = tflite_file.enum_names(fb.BuiltinOperator)
+    dtype_names = tflite_file.enum_names(fb.TensorType)
     subgraph = model.subgraphs[0]
     rng = np.random.default_rng(0)
     timings = []
@@ -151,7 +101,7 @@ def profile_ops(path: str | os.PathLike, *, threads: int = 1, runs: int = 20, wa
             timings.append(OpTiming(delegated=False, median_ms=None, note="not profiled alone", **common))
             continue
         try:
-            content, _ = _one_op_model(model, index)
+            content, _ = tflite_file.single_op_model(model, index)
             interpreter = litert.Interpreter(model_content=content, num_threads=threads)
             interpreter.allocate_tensors()
             for detail in interpreter.get_input_details():
@@ -166,8 +116,9 @@ def profile_ops(path: str | os.PathLike, *, threads: int = 1, runs: int = 20, wa
                 samples.append(1000 * (time.perf_counter() - start))
             timings.append(OpTiming(delegated=delegated, median_ms=statistics.median(samples), **common))
         except (RuntimeError, ValueError) as error:
-            timings.append(OpTiming(delegated=False, median_ms=None, note=f"could not run alone: {error}"[:200],
-                                    **common))
+            timings.append(
+                OpTiming(delegated=False, median_ms=None, note=f"could not run alone: {error}"[:200], **common)
+            )
         if progress and (index + 1) % 50 == 0:
             print(f"[op_profile] {index + 1}/{len(subgraph.operators)} ops", file=sys.stderr, flush=True)
     return timings
@@ -180,14 +131,19 @@ def summarize_by_op(timings: list[OpTiming]) -> str:
         groups[(timing.op, "/".join(timing.input_dtypes[:1]) + "→" + timing.output_dtype)].append(timing)
     total = sum(t.median_ms or 0.0 for t in timings)
     rows = sorted(groups.items(), key=lambda item: -sum(t.median_ms or 0.0 for t in item[1]))
-    lines = [f"Sum of ops alone: {total:.2f} ms", "",
-             "| op | dtypes (first input → output) | count | in XNNPACK | total | share |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Sum of ops alone: {total:.2f} ms",
+        "",
+        "| op | dtypes (first input → output) | count | in XNNPACK | total | share |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for (op, dtypes), items in rows:
         spent = sum(t.median_ms or 0.0 for t in items)
         delegated = sum(t.delegated for t in items)
-        lines.append(f"| {op} | {dtypes} | {len(items)} | {delegated} | {spent:.3f} ms | "
-                     f"{100 * spent / total if total else 0:.1f} % |")
+        lines.append(
+            f"| {op} | {dtypes} | {len(items)} | {delegated} | {spent:.3f} ms | "
+            f"{100 * spent / total if total else 0:.1f} % |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -119,19 +119,35 @@ def _positive(text: str) -> int:
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark the models of this pack on this board.")
-    parser.add_argument("--pack", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parent,
-                        help="The unpacked pack folder (default: the folder of this script).")
+    parser.add_argument(
+        "--pack",
+        type=pathlib.Path,
+        default=pathlib.Path(__file__).resolve().parent,
+        help="The unpacked pack folder (default: the folder of this script).",
+    )
     parser.add_argument("--threads", type=_threads, default=[1, 2, 3, 4], help="Thread counts (default 1,2,3,4).")
     parser.add_argument("--repeats", type=_positive, default=3, help="Sweeps over all models and threads (default 3).")
-    parser.add_argument("--runtime", default="ai-edge-litert", choices=["ai-edge-litert", "tflite-runtime"],
-                        help="LiteRT packaging installed in this venv (default ai-edge-litert).")
-    parser.add_argument("--results_dir", type=pathlib.Path, default=None,
-                        help="Where result files go (default: results/ inside the pack).")
+    parser.add_argument(
+        "--runtime",
+        default="ai-edge-litert",
+        choices=["ai-edge-litert", "tflite-runtime"],
+        help="LiteRT packaging installed in this venv (default ai-edge-litert).",
+    )
+    parser.add_argument(
+        "--results_dir",
+        type=pathlib.Path,
+        default=None,
+        help="Where result files go (default: results/ inside the pack).",
+    )
     parser.add_argument("--cooldown", type=float, default=0.0, help="Seconds to pause before each run.")
     parser.add_argument("--runs", type=_positive, default=50, help="Timed runs per benchmark (at least).")
     parser.add_argument("--min_seconds", type=float, default=1.0, help="Time each benchmark at least this long.")
-    parser.add_argument("--max_seconds", type=float, default=30.0,
-                        help="Stop timing a slow model after this long (at least 3 runs; default 30).")
+    parser.add_argument(
+        "--max_seconds",
+        type=float,
+        default=30.0,
+        help="Stop timing a slow model after this long (at least 3 runs; default 30).",
+    )
     parser.add_argument("--max_windows", type=_positive, default=None, help="Score at most this many windows.")
     parser.add_argument("--modes", default=None, help="Only these modes, comma separated (default: all in the pack).")
     return parser.parse_args(argv)
@@ -147,6 +163,7 @@ def run(arguments: argparse.Namespace, pack: dict) -> tuple[list[pathlib.Path], 
     import dataclasses  # pylint: disable=import-outside-toplevel
 
     from benchmarks import device, harness, results, runtimes  # pylint: disable=import-outside-toplevel
+    from converter.common import files  # pylint: disable=import-outside-toplevel
 
     pack_dir = arguments.pack.resolve()
     results_dir = results.check_results_dir(arguments.results_dir or pack_dir / "results")
@@ -156,15 +173,19 @@ def run(arguments: argparse.Namespace, pack: dict) -> tuple[list[pathlib.Path], 
         wanted = [m.strip() for m in arguments.modes.split(",") if m.strip()]
         unknown = sorted(set(wanted) - {m["mode"] for m in models})
         if unknown:
-            raise ValueError(f"--modes names {', '.join(unknown)}, which the pack lacks; it has "
-                             f"{', '.join(m['mode'] for m in models)}.")
+            raise ValueError(
+                f"--modes names {', '.join(unknown)}, which the pack lacks; it has "
+                f"{', '.join(m['mode'] for m in models)}."
+            )
         models = [m for m in models if m["mode"] in wanted]
     evaluation = pack_dir / pack["evaluation"]
     reference = pack_dir / pack["reference"] if pack.get("reference") else None
     facts = device.device_facts()
-    sweep_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    _log(f"board: {facts['board'] or 'unknown (not a Raspberry Pi?)'}; {len(models)} models x threads "
-         f"{arguments.threads} x {arguments.repeats} repeats")
+    sweep_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    _log(
+        f"board: {facts['board'] or 'unknown (not a Raspberry Pi?)'}; {len(models)} models x threads "
+        f"{arguments.threads} x {arguments.repeats} repeats"
+    )
     written: list[pathlib.Path] = []
     refused: dict[str, dict] = {}
     measured_accuracy: set[str] = set()
@@ -180,30 +201,48 @@ def run(arguments: argparse.Namespace, pack: dict) -> tuple[list[pathlib.Path], 
                     time.sleep(arguments.cooldown)
                 score = model["mode"] not in measured_accuracy
                 before = device.device_state()
-                _log(f"{done}/{total}: {model['mode']}, {threads} thread(s), repeat {repeat}; "
-                     f"SoC {before.soc_temperature_c if before.soc_temperature_c is not None else '?'} °C")
+                _log(
+                    f"{done}/{total}: {model['mode']}, {threads} thread(s), repeat {repeat}; "
+                    f"SoC {before.soc_temperature_c if before.soc_temperature_c is not None else '?'} °C"
+                )
                 try:
                     result = harness.benchmark_file(
-                        pack_dir / model["path"], runtime=arguments.runtime, threads=threads,
-                        evaluation=evaluation if score else None, reference=reference if score else None,
-                        runs=arguments.runs, min_seconds=arguments.min_seconds, max_seconds=arguments.max_seconds,
+                        pack_dir / model["path"],
+                        runtime=arguments.runtime,
+                        threads=threads,
+                        evaluation=evaluation if score else None,
+                        reference=reference if score else None,
+                        runs=arguments.runs,
+                        min_seconds=arguments.min_seconds,
+                        max_seconds=arguments.max_seconds,
                         max_windows=arguments.max_windows,
                     )
                 except RuntimeError as error:  # ModelLoadError, or a kernel that fails when invoked
-                    refused[model["mode"]] = {"mode": model["mode"], "op": getattr(error, "op", None),
-                                              "version": getattr(error, "version", None), "error": str(error)}
+                    refused[model["mode"]] = {
+                        "mode": model["mode"],
+                        "op": getattr(error, "op", None),
+                        "version": getattr(error, "version", None),
+                        "error": str(error),
+                    }
                     _log(f"skipped {model['mode']}: {error}")
                     break
                 after = device.device_state()
                 measured_accuracy.add(model["mode"])
-                result = dataclasses.replace(result, device={
-                    **facts,
-                    "before": before.to_dict(),
-                    "after": after.to_dict(),
-                    "sweep": {"id": sweep_id, "repeat": repeat, "repeats": arguments.repeats,
-                              "threads": list(arguments.threads)},
-                    "pack": {"name": pack["name"], "created": pack["created"]},
-                })
+                result = dataclasses.replace(
+                    result,
+                    device={
+                        **facts,
+                        "before": before.to_dict(),
+                        "after": after.to_dict(),
+                        "sweep": {
+                            "id": sweep_id,
+                            "repeat": repeat,
+                            "repeats": arguments.repeats,
+                            "threads": list(arguments.threads),
+                        },
+                        "pack": {"name": pack["name"], "created": pack["created"]},
+                    },
+                )
                 written.append(result.save(results_dir))
                 print(result.summary(), flush=True)
     summary = {
@@ -217,7 +256,7 @@ def run(arguments: argparse.Namespace, pack: dict) -> tuple[list[pathlib.Path], 
         "results": [str(path.relative_to(results_dir)) for path in written],
         "refused": list(refused.values()),
     }
-    results.write_atomically(results_dir / f"run_{sweep_id}.json", json.dumps(summary, indent=2) + "\n")
+    files.write_atomically(results_dir / f"run_{sweep_id}.json", json.dumps(summary, indent=2) + "\n")
     return written, list(refused.values())
 
 
@@ -238,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, runtimes.RuntimeUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    folder = (arguments.results_dir or arguments.pack.resolve() / "results")
-    _log(f"wrote {len(written)} result files to {folder}" + (
-        f"; the runtime refused {', '.join(r['mode'] for r in refused)}" if refused else ""))
+    folder = arguments.results_dir or arguments.pack.resolve() / "results"
+    _log(
+        f"wrote {len(written)} result files to {folder}"
+        + (f"; the runtime refused {', '.join(r['mode'] for r in refused)}" if refused else "")
+    )
     _log("copy that folder back to your computer and run `make pi-report RESULTS=<folder>` (see README.md)")
     return 0 if written else 1
 

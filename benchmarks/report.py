@@ -18,8 +18,9 @@ from typing import Any
 
 from absl import app, flags
 
-from benchmarks import device_report
+from benchmarks import device_report, plots
 from benchmarks import results as results_lib
+from converter.common import files
 
 _ORDER = ("keras", "fp32", "fp16", "dynamic", "int8", "int16x8", "onnx-fp32", "onnx-dynamic")
 # The TFLite variant each peer competes with.
@@ -151,14 +152,18 @@ def _signed_percent(value: float | None) -> str:
 
 def peer_table(run: ModelRun) -> str:
     """TFLite against each peer, per thread count: how many times faster TFLite is."""
-    lines = ["| TFLite | peer | threads | TFLite median | peer median | TFLite is faster by |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| TFLite | peer | threads | TFLite median | peer median | TFLite is faster by |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for ours, peer in PEER_PAIRS:
         for threads in run.threads:
             mine, theirs = run.median(ours, threads), run.median(peer, threads)
             if mine is None or theirs is None:
                 continue
-            lines.append(f"| `{ours}` | `{peer}` | {threads} | {mine:.2f} ms | {theirs:.2f} ms | {theirs / mine:.2f}x |")
+            lines.append(
+                f"| `{ours}` | `{peer}` | {threads} | {mine:.2f} ms | {theirs:.2f} ms | {theirs / mine:.2f}x |"
+            )
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
@@ -169,24 +174,30 @@ def target_lines(run: ModelRun) -> list[str]:
         ratio = run.latency_ratio("dynamic", REFERENCE, threads)
         if ratio is not None:
             verdict = "met" if ratio <= DYNAMIC_TARGET else "not met"
-            lines.append(f"- dynamic int8 / fp32 TFLite latency at {threads} thread(s): {ratio:.2f}x "
-                         f"(target ≤ {DYNAMIC_TARGET}x: {verdict})")
+            lines.append(
+                f"- dynamic int8 / fp32 TFLite latency at {threads} thread(s): {ratio:.2f}x "
+                f"(target ≤ {DYNAMIC_TARGET}x: {verdict})"
+            )
     for ours, peer in PEER_PAIRS[1:]:
         for threads in run.threads:
             mine, theirs = run.median(ours, threads), run.median(peer, threads)
             if mine is not None and theirs is not None:
                 verdict = "met" if mine <= theirs else "not met"
-                lines.append(f"- `{ours}` vs ONNX Runtime `{peer}` at {threads} thread(s): {mine:.2f} ms vs "
-                             f"{theirs:.2f} ms (target: at least as fast: {verdict})")
+                lines.append(
+                    f"- `{ours}` vs ONNX Runtime `{peer}` at {threads} thread(s): {mine:.2f} ms vs "
+                    f"{theirs:.2f} ms (target: at least as fast: {verdict})"
+                )
     return lines
 
 
 def machine_line(run: ModelRun) -> str:
     machine = run.machine
     runtimes = ", ".join(f"{name} {version}" for name, version in sorted(run.runtimes.items()))
-    return (f"Measured on {machine['cpu']} ({machine['architecture']}, {machine['usable_cores']} usable of "
-            f"{machine['logical_cores']} cores), {machine['os']}, Python {machine['python']}; {runtimes}; "
-            f"latest result {run.created}.")
+    return (
+        f"Measured on {machine['cpu']} ({machine['architecture']}, {machine['usable_cores']} usable of "
+        f"{machine['logical_cores']} cores), {machine['os']}, Python {machine['python']}; {runtimes}; "
+        f"latest result {run.created}."
+    )
 
 
 def plot_run(run: ModelRun, path: pathlib.Path) -> bool:
@@ -205,13 +216,26 @@ def plot_run(run: ModelRun, path: pathlib.Path) -> bool:
     increases = [(p[3] or {}).get("perplexity_increase") for p in points]
     # Clipped at ±PLOT_PPL_LIMIT %: a wrecked mode shows as saturated red, not as a scale that hides the rest.
     colours = [max(-PLOT_PPL_LIMIT, min(PLOT_PPL_LIMIT, 100 * (value or 0.0))) for value in increases]
-    scatter = left.scatter([p[1] for p in points], [p[2] / 2**20 for p in points], c=colours, cmap="RdYlGn_r",
-                           vmin=-PLOT_PPL_LIMIT, vmax=PLOT_PPL_LIMIT, s=90, edgecolors="black")
+    scatter = left.scatter(
+        [p[1] for p in points],
+        [p[2] / 2**20 for p in points],
+        c=colours,
+        cmap="RdYlGn_r",
+        vmin=-PLOT_PPL_LIMIT,
+        vmax=PLOT_PPL_LIMIT,
+        s=90,
+        edgecolors="black",
+    )
     for position, ((variant, median, size, _), increase) in enumerate(zip(points, increases)):
         # Stagger labels so that variants of equal size do not print over each other.
         offset = ((8, 6), (8, -14), (8, 18))[position % 3]
-        left.annotate(f"{variant} ({_signed_percent(increase)} ppl)", (median, size / 2**20),
-                      textcoords="offset points", xytext=offset, fontsize=7)
+        left.annotate(
+            f"{variant} ({_signed_percent(increase)} ppl)",
+            (median, size / 2**20),
+            textcoords="offset points",
+            xytext=offset,
+            fontsize=7,
+        )
     left.set_xscale("log")
     left.set_xlabel(f"median latency, {threads} thread(s) [ms, log scale]")
     left.set_ylabel("model size [MiB]")
@@ -231,19 +255,8 @@ def plot_run(run: ModelRun, path: pathlib.Path) -> bool:
     right.set_title("latency per variant and thread count")
     right.legend()
     right.grid(axis="y", alpha=0.3)
-    save_figure(figure, path)
+    plots.save_figure(figure, path)
     return True
-
-
-def save_figure(figure, path: pathlib.Path) -> None:
-    """Writes a matplotlib figure as PNG atomically and closes it."""
-    from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
-
-    figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110)
-    pyplot.close(figure)
-    temporary.replace(path)
 
 
 def render_report(results: list[dict[str, Any]], *, out: pathlib.Path, plots: bool = True) -> str:
@@ -273,7 +286,7 @@ def render_report(results: list[dict[str, Any]], *, out: pathlib.Path, plots: bo
             else:
                 sections.append("(plots need matplotlib: pip install matplotlib)\n")
     text = "\n".join(sections)
-    results_lib.write_atomically(out, text)
+    files.write_atomically(out, text)
     return text
 
 

@@ -15,6 +15,7 @@ from benchmarks.accuracy import AccuracyResult
 from benchmarks.machine import MachineInfo
 from benchmarks.runtimes import RuntimeInfo
 from benchmarks.timing import LatencyStats
+from converter.common import files
 
 SCHEMA = "keras-lm-litert/benchmark-result/1"
 
@@ -87,7 +88,7 @@ class BenchmarkResult:
     # Board facts of a device run (benchmarks.device, written by the Pi pack's runner); None on the host.
     device: dict[str, Any] | None = None
     created: str = dataclasses.field(
-        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        default_factory=lambda: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,9 +119,7 @@ class BenchmarkResult:
         if self.accuracy is not None:
             text += f", perplexity {self.accuracy.perplexity:.3f}"
             if self.accuracy.top1_agreement is not None:
-                text += (
-                    f", top-1 vs fp32 {100 * self.accuracy.top1_agreement:.1f} %, KL {self.accuracy.mean_kl:.4f}"
-                )
+                text += f", top-1 vs fp32 {100 * self.accuracy.top1_agreement:.1f} %, KL {self.accuracy.mean_kl:.4f}"
         return text
 
     def file_name(self) -> str:
@@ -139,18 +138,8 @@ class BenchmarkResult:
         path = folder / self.file_name()
         if path.exists():
             path = folder / f"{path.stem}_{uuid.uuid4().hex[:6]}.json"
-        write_atomically(path, self.to_json())
+        files.write_atomically(path, self.to_json())
         return path
-
-
-def write_atomically(path: pathlib.Path, text: str) -> None:
-    """Writes text to a temporary file beside `path`, then renames it into place."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def check_results_dir(results_dir: str | os.PathLike) -> pathlib.Path:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from benchmarks import model_file
+from converter import tflite_file
 
 TOKEN_IDS = "token_ids"
 PADDING_MASK = "padding_mask"
@@ -82,7 +82,7 @@ def parse_runtime(value: str | Runtime) -> Runtime:
 
 def runtime_for_path(path: str | os.PathLike, runtime: Runtime | str | None = None) -> Runtime:
     """The runtime to use for a file: ONNX Runtime for `.onnx`, else LiteRT."""
-    if os.fspath(path).endswith(model_file.ONNX_SUFFIX):
+    if os.fspath(path).endswith(tflite_file.ONNX_SUFFIX):
         return Runtime.ONNXRUNTIME
     chosen = parse_runtime(runtime) if runtime else Runtime.AI_EDGE_LITERT
     if chosen is Runtime.ONNXRUNTIME:
@@ -151,13 +151,13 @@ def open_runner(path: str | os.PathLike, *, runtime: Runtime | str | None = None
       A `Runner`.
 
     Raises:
-      FileNotFoundError, model_file.ModelFileError: the file is missing or broken.
+      FileNotFoundError, tflite_file.ModelFileError: the file is missing or broken.
       RuntimeUnavailableError: the runtime is not installed.
       ModelLoadError: the runtime cannot run the model (op and version named).
       ValueError: threads below 1, or inputs/outputs that are not an LM's.
     """
     check_threads(threads)
-    path = model_file.check_model_file(path)
+    path = tflite_file.check_model_file(path)
     chosen = runtime_for_path(path, runtime)
     if chosen is Runtime.ONNXRUNTIME:
         return _OnnxRunner(path, threads=threads)
@@ -235,7 +235,7 @@ class _LiteRTRunner:
 
 def _plain_name(name: str) -> str:
     name = name.split(":")[0]
-    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
+    return name[len("serving_default_") :] if name.startswith("serving_default_") else name
 
 
 def _load_error(path, runtime: RuntimeInfo, error: Exception) -> Exception:
@@ -268,7 +268,7 @@ def _load_error(path, runtime: RuntimeInfo, error: Exception) -> Exception:
             op=refused["op"],
         )
     if "not a valid Flatbuffer" in text or "Could not open" in text:
-        return model_file.ModelFileError(
+        return tflite_file.ModelFileError(
             f"{runtime.name} could not read {str(path)!r} ({text.strip()}); the file is corrupt. "
             "Copy or convert it again."
         )
@@ -326,6 +326,4 @@ class _OnnxRunner:
 
 
 def _onnx_dtype(type_name: str) -> Any:
-    return {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(float)": np.float32}.get(
-        type_name, np.int32
-    )
+    return {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(float)": np.float32}.get(type_name, np.int32)

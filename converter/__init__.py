@@ -1,32 +1,83 @@
-"""Convert Keras language models to LiteRT (`.tflite`) in float, float16 and quantized modes.
+"""Convert Keras language models to LiteRT (`.tflite`): float, float16 and quantized, checked and reported.
 
-TensorFlow and Keras are imported lazily, inside the functions that need them,
-so importing this package (and `--help`) stays fast.
+The public API, one import away:
+
+    import converter
+    result = converter.convert_keras(model, "int8", calibration="builtin")
+    recipe = converter.Recipe.load("build/m/m_int8.json")      # rebuild from a report
+    search = converter.auto_convert(model, max_ppl_increase="2%", calibration=..., evaluation=...)
+    converter.export_android(result, "app/src/main/assets", tokenizer=tokenizer)
+
+Names are loaded on first use, so `import converter` (and `--help`, and the
+device side, which uses the TensorFlow-free `converter.common` and
+`converter.tflite_file`) stays fast; TensorFlow itself is imported only
+inside the functions that convert. The layers, top to bottom: `cli` ->
+`tools`, `deploy` -> `core` -> `passes`, `models` -> `compat` ->
+`tflite_file` -> `common` (CONTRIBUTING.md).
 """
 
-from converter.android_export import AndroidExport, export_android
-from converter.auto import AutoResult, auto_convert
-from converter.conversion import ConversionResult, convert_keras, default_output_path
-from converter.inspection import ModelInspection, inspect_model
-from converter.modes import MODE_NAMES, Mode, parse_mode
-from converter.model_sources import BUILTIN_MODELS, LoadedModel, load_model
-from converter.selective import keep_in_float
+from __future__ import annotations
 
-__all__ = [
-    "AndroidExport",
-    "AutoResult",
-    "BUILTIN_MODELS",
-    "ConversionResult",
-    "LoadedModel",
-    "MODE_NAMES",
-    "Mode",
-    "ModelInspection",
-    "auto_convert",
-    "convert_keras",
-    "default_output_path",
-    "export_android",
-    "inspect_model",
-    "keep_in_float",
-    "load_model",
-    "parse_mode",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "AndroidExport": "converter.deploy.android_export",
+    "export_android": "converter.deploy.android_export",
+    "AutoResult": "converter.tools.auto",
+    "auto_convert": "converter.tools.auto",
+    "BUILTIN_MODELS": "converter.models",
+    "DEFAULT_MODEL": "converter.models",
+    "LoadedModel": "converter.models",
+    "load_model": "converter.models",
+    "CALIBRATION_FORMS": "converter.core",
+    "CalibrationSettings": "converter.core",
+    "ConversionResult": "converter.core",
+    "MODE_NAMES": "converter.core",
+    "Mode": "converter.core",
+    "Recipe": "converter.core",
+    "convert_keras": "converter.core",
+    "default_output_path": "converter.core",
+    "parse_mode": "converter.core",
+    "ModelInspection": "converter.tflite_file",
+    "inspect_model": "converter.tflite_file",
+    "keep_in_float": "converter.passes",
+    "smoothed": "converter.passes",
+    "QuantDebugReport": "converter.tools.quant_debug",
+    "debug_quantization": "converter.tools.quant_debug",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers only
+    from converter.core import (  # noqa: F401
+        CALIBRATION_FORMS,
+        MODE_NAMES,
+        CalibrationSettings,
+        ConversionResult,
+        Mode,
+        Recipe,
+        convert_keras,
+        default_output_path,
+        parse_mode,
+    )
+    from converter.deploy.android_export import AndroidExport, export_android  # noqa: F401
+    from converter.models import BUILTIN_MODELS, DEFAULT_MODEL, LoadedModel, load_model  # noqa: F401
+    from converter.passes import keep_in_float, smoothed  # noqa: F401
+    from converter.tflite_file import ModelInspection, inspect_model  # noqa: F401
+    from converter.tools.auto import AutoResult, auto_convert  # noqa: F401
+    from converter.tools.quant_debug import QuantDebugReport, debug_quantization  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'converter' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

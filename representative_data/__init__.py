@@ -30,6 +30,7 @@ from representative_data.windows import (
     save_windows,
     split_windows,
     validate_windows,
+    windows_from_arrays,
 )
 
 __all__ = [
@@ -55,4 +56,5 @@ __all__ = [
     "save_windows",
     "split_windows",
     "validate_windows",
+    "windows_from_arrays",
 ]

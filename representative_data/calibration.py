@@ -89,19 +89,13 @@ def representative_dataset(
         input_names = (input_names,)
     names = tuple(input_names)
     if not names:
-        raise ValueError(
-            f"input_names is empty; pass the model's inputs, from {list(SUPPORTED_INPUT_NAMES)}."
-        )
+        raise ValueError(f"input_names is empty; pass the model's inputs, from {list(SUPPORTED_INPUT_NAMES)}.")
     unknown = [name for name in names if name not in SUPPORTED_INPUT_NAMES]
     if unknown:
-        raise ValueError(
-            f"Unknown input name(s) {unknown}; supported: {list(SUPPORTED_INPUT_NAMES)}."
-        )
+        raise ValueError(f"Unknown input name(s) {unknown}; supported: {list(SUPPORTED_INPUT_NAMES)}.")
     if len(set(names)) != len(names):
         raise ValueError(f"input_names repeats a name: {list(names)}.")
-    if num_samples is not None and (
-        isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer))
-    ):
+    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer))):
         raise TypeError(f"num_samples must be an int or None; got {num_samples!r}.")
     if num_samples is not None and num_samples < 1:
         raise ValueError(f"num_samples must be at least 1; got {num_samples}.")
@@ -110,8 +104,7 @@ def representative_dataset(
     used = available if num_samples is None else min(int(num_samples), available)
     if num_samples is not None and num_samples > available:
         print(
-            f"calibration: {num_samples} samples requested but only {available} windows "
-            f"exist; using all {available}.",
+            f"calibration: {num_samples} samples requested but only {available} windows exist; using all {available}.",
             file=sys.stderr,
             flush=True,
         )

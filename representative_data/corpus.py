@@ -87,9 +87,7 @@ def load_corpus(source: str | os.PathLike[str], *, text_field: str = "text") -> 
 
     documents = [document for document in documents if document.strip()]
     if not documents:
-        raise CorpusError(
-            f"Corpus file {path} contains only whitespace: no document has any text."
-        )
+        raise CorpusError(f"Corpus file {path} contains only whitespace: no document has any text.")
     return documents
 
 

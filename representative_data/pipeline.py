@@ -68,9 +68,7 @@ def build_windows(
     )
     documents = load_corpus(source, text_field=text_field)
     # encode_documents checks separator_id before it tokenizes anything.
-    token_stream = adapter.encode_documents(
-        documents, separator_id=separator_id, progress=progress
-    )
+    token_stream = adapter.encode_documents(documents, separator_id=separator_id, progress=progress)
     metadata = {
         "source": str(source),
         "corpus_sha256": corpus_sha256(documents),

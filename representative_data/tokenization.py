@@ -121,9 +121,7 @@ class TokenizerAdapter:
             )
         size = vocabulary_size()
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(
-                f"{self.name}.vocabulary_size() returned {size!r}; expected an int >= 1."
-            )
+            raise ValueError(f"{self.name}.vocabulary_size() returned {size!r}; expected an int >= 1.")
         for option in ("batch_size", "max_chunk_chars"):
             value = getattr(self, option)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

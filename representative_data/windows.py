@@ -16,13 +16,14 @@ import dataclasses
 import json
 import os
 import types
-import uuid
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from converter.common import files
 
 PAD_ID = 0
 # A window needs two tokens to hold one next-token prediction.
@@ -61,14 +62,9 @@ class TokenWindows:
             if not isinstance(array, np.ndarray):
                 raise TypeError(f"{name} must be a numpy array; got {type(array).__name__}.")
             if array.dtype != np.int32:
-                raise ValueError(
-                    f"{name} must have dtype int32; got {array.dtype}. "
-                    "Convert it with .astype(np.int32)."
-                )
+                raise ValueError(f"{name} must have dtype int32; got {array.dtype}. Convert it with .astype(np.int32).")
             if array.ndim != 2:
-                raise ValueError(
-                    f"{name} must be 2-D [num_windows, seq_len]; got shape {array.shape}."
-                )
+                raise ValueError(f"{name} must be 2-D [num_windows, seq_len]; got shape {array.shape}.")
         if self.token_ids.shape != self.padding_mask.shape:
             raise ValueError(
                 f"token_ids shape {self.token_ids.shape} and padding_mask shape "
@@ -76,18 +72,14 @@ class TokenWindows:
             )
         if self.token_ids.shape[0] < 1 or self.token_ids.shape[1] < 1:
             raise ValueError(
-                f"Windows must hold at least one window of at least one token; got "
-                f"shape {self.token_ids.shape}."
+                f"Windows must hold at least one window of at least one token; got shape {self.token_ids.shape}."
             )
         mask = self.padding_mask
         if not np.all((mask == 0) | (mask == 1)):
             raise ValueError("padding_mask must hold only 0 (padding) and 1 (real token).")
         # Accuracy metrics read the real tokens as a prefix of each row.
         if not np.all(mask[:, 0] == 1) or not np.all(np.diff(mask, axis=1) <= 0):
-            raise ValueError(
-                "padding_mask rows must be right-padded: ones (at least one) followed by "
-                "zeros."
-            )
+            raise ValueError("padding_mask rows must be right-padded: ones (at least one) followed by zeros.")
         if not isinstance(self.metadata, Mapping):
             raise TypeError(f"metadata must be a mapping; got {type(self.metadata).__name__}.")
         metadata = dict(self.metadata)
@@ -95,8 +87,7 @@ class TokenWindows:
             json.dumps(metadata)
         except (TypeError, ValueError) as error:
             raise ValueError(
-                f"metadata must be JSON-serialisable ({error}); use str, int, float, bool, "
-                "None, lists and dicts."
+                f"metadata must be JSON-serialisable ({error}); use str, int, float, bool, None, lists and dicts."
             ) from None
         object.__setattr__(self, "metadata", types.MappingProxyType(metadata))
 
@@ -250,9 +241,7 @@ def split_windows(
             "num_windows": int(indices.size),
             "window_indices": [int(index) for index in indices],
         }
-        return TokenWindows(
-            windows.token_ids[indices], windows.padding_mask[indices], metadata
-        )
+        return TokenWindows(windows.token_ids[indices], windows.padding_mask[indices], metadata)
 
     return (
         subset(SPLIT_CALIBRATION, calibration_indices),
@@ -285,23 +274,17 @@ def check_window_options(
     """
     if seq_len is not None:
         _check_int("seq_len", seq_len, minimum=MIN_WINDOW_TOKENS)
-    if isinstance(evaluation_fraction, bool) or not isinstance(
-        evaluation_fraction, (int, float, np.floating)
-    ):
+    if isinstance(evaluation_fraction, bool) or not isinstance(evaluation_fraction, (int, float, np.floating)):
         raise TypeError(f"evaluation_fraction must be a number; got {evaluation_fraction!r}.")
     if not 0.0 < evaluation_fraction < 1.0:
-        raise ValueError(
-            f"evaluation_fraction must be strictly between 0 and 1; got {evaluation_fraction}."
-        )
+        raise ValueError(f"evaluation_fraction must be strictly between 0 and 1; got {evaluation_fraction}.")
     _check_int("seed", seed, minimum=0)
     for name, cap in (("max_calibration", max_calibration), ("max_evaluation", max_evaluation)):
         if cap is not None:
             _check_int(name, cap, minimum=1)
 
 
-def save_windows(
-    windows: TokenWindows, path: str | os.PathLike[str], *, overwrite: bool = False
-) -> Path:
+def save_windows(windows: TokenWindows, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Writes windows to an `.npz` file atomically.
 
     The file is written beside its destination under a temporary name and
@@ -329,54 +312,46 @@ def save_windows(
         raise ValueError(f"{path} is a directory; pass a file path ending in .npz.")
     if path.exists() and not overwrite:
         raise FileExistsError(
-            f"{path} already exists. Pass overwrite=True (--overwrite on the command line) "
-            "to replace it."
+            f"{path} already exists. Pass overwrite=True (--overwrite on the command line) to replace it."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     metadata = np.array(json.dumps(dict(windows.metadata), sort_keys=True))
-    try:
-        # os.open with 0o666 lets the umask decide permissions, as for any new file.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez_compressed(
-                file,
-                token_ids=windows.token_ids,
-                padding_mask=windows.padding_mask,
-                metadata=metadata,
-            )
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with files.atomic_output(path) as temporary, open(temporary, "wb") as file:
+        np.savez_compressed(
+            file,
+            token_ids=windows.token_ids,
+            padding_mask=windows.padding_mask,
+            metadata=metadata,
+        )
     return path
 
 
 def load_windows(path: str | os.PathLike[str]) -> TokenWindows:
-    """Reads windows written by `save_windows`.
+    """Reads windows written by `save_windows`, or any `.npz` holding a `token_ids` array.
+
+    A file of the user's own with only `token_ids` (any integer dtype,
+    `[num_windows, seq_len]`) is read as unpadded windows: `padding_mask` all
+    ones, metadata `{"source": <path>}`.
 
     Args:
-      path: An `.npz` file from `save_windows`.
+      path: An `.npz` file.
 
     Returns:
       The windows with their metadata.
 
     Raises:
       FileNotFoundError: `path` does not exist.
-      ValueError: `path` is not an `.npz` archive, lacks one of the arrays
-        `token_ids`, `padding_mask`, `metadata`, or holds invalid contents.
+      ValueError: `path` is not an `.npz` archive, lacks `token_ids`, or holds
+        invalid contents.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
-            f"Windows file {path} does not exist. Create it with save_windows (or the "
-            "project's windows command) first."
+            f"Windows file {path} does not exist. Create it with save_windows (or the project's windows command) first."
         )
     if path.is_dir() or not zipfile.is_zipfile(path):
         raise ValueError(
-            f"{path} is not an .npz archive. Pass a windows file written by save_windows."
+            f"{path} is not an .npz archive. Pass a windows file written by save_windows "
+            "or np.savez(path, token_ids=...)."
         )
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -384,27 +359,68 @@ def load_windows(path: str | os.PathLike[str]) -> TokenWindows:
             arrays = {name: archive[name] for name in _ARRAY_NAMES if name in present}
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} cannot be read as an .npz archive: {error}") from None
-    missing = [name for name in _ARRAY_NAMES if name not in arrays]
-    if missing:
+    if "token_ids" not in arrays:
         raise ValueError(
-            f"{path} is missing array(s) {', '.join(missing)} (it has: "
-            f"{', '.join(present) or 'none'}). Pass a windows file written by save_windows."
+            f"{path} has no token_ids array (it has: {', '.join(present) or 'none'}). Pass a windows "
+            "file written by save_windows, or one saved with np.savez(path, token_ids=ids) where ids "
+            "is [num_windows, seq_len]."
         )
-    token_ids = arrays["token_ids"]
-    padding_mask = arrays["padding_mask"]
-    metadata_array = arrays["metadata"]
-    if metadata_array.ndim != 0 or metadata_array.dtype.kind != "U":
-        raise ValueError(f"{path}: metadata must be a 0-d unicode array holding JSON.")
+    metadata: Any = {"source": str(path)}
+    if "metadata" in arrays:
+        metadata_array = arrays["metadata"]
+        if metadata_array.ndim != 0 or metadata_array.dtype.kind != "U":
+            raise ValueError(f"{path}: metadata must be a 0-d unicode array holding JSON.")
+        try:
+            metadata = json.loads(metadata_array.item())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: metadata is not valid JSON ({error}).") from None
+        if not isinstance(metadata, dict):
+            raise ValueError(f"{path}: metadata must be a JSON object.")
     try:
-        metadata = json.loads(metadata_array.item())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: metadata is not valid JSON ({error}).") from None
-    if not isinstance(metadata, dict):
-        raise ValueError(f"{path}: metadata must be a JSON object.")
-    try:
-        return TokenWindows(token_ids, padding_mask, metadata)
+        return windows_from_arrays(arrays["token_ids"], arrays.get("padding_mask"), metadata=metadata)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def windows_from_arrays(
+    token_ids: Any,
+    padding_mask: Any = None,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> TokenWindows:
+    """Windows from token-id arrays of the user's own.
+
+    Args:
+      token_ids: integer ids `[num_windows, seq_len]` (or one window `[seq_len]`),
+        any integer dtype whose values fit int32.
+      padding_mask: 1 for real tokens, 0 for padding, same shape; None: all ones.
+      metadata: facts to keep with the windows (default `{"source": "arrays"}`).
+
+    Raises:
+      TypeError: not integer arrays.
+      ValueError: wrong rank, mismatched shapes, ids that do not fit int32, or
+        a mask that is not right-padded 0/1.
+    """
+    ids = np.asarray(token_ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"token_ids must hold integer token ids; got dtype {ids.dtype}.")
+    if ids.ndim == 1:
+        ids = ids[np.newaxis]
+    if ids.ndim != 2:
+        raise ValueError(f"token_ids must be [num_windows, seq_len]; got shape {ids.shape}.")
+    if ids.size and (ids.min() < np.iinfo(np.int32).min or ids.max() > _INT32_MAX):
+        raise ValueError("token_ids holds ids that do not fit int32.")
+    if padding_mask is None:
+        mask = np.ones(ids.shape, dtype=np.int32)
+    else:
+        mask = np.asarray(padding_mask)
+        if mask.ndim == 1:
+            mask = mask[np.newaxis]
+        if mask.dtype.kind not in "iub":
+            raise TypeError(f"padding_mask must hold 0 and 1; got dtype {mask.dtype}.")
+    return TokenWindows(
+        ids.astype(np.int32), mask.astype(np.int32), dict(metadata) if metadata is not None else {"source": "arrays"}
+    )
 
 
 def validate_windows(

@@ -140,9 +140,9 @@ class Unigram:
             if kind == "control":
                 continue
             dropped = False
-            if at_start and (self.options["add_dummy_prefix"] or self.options["remove_extra_whitespaces"]):
-                if piece.startswith(SPACE):
-                    piece, dropped = piece[1:], not self.options["remove_extra_whitespaces"]
+            strips = self.options["add_dummy_prefix"] or self.options["remove_extra_whitespaces"]
+            if at_start and strips and piece.startswith(SPACE):
+                piece, dropped = piece[1:], not self.options["remove_extra_whitespaces"]
             parts.append(self.options["unk_surface"] if kind == "unknown" else piece.replace(SPACE, " "))
             at_start = at_start and not dropped and not "".join(parts)
         parts.append(decode_per_byte(pending))
@@ -223,7 +223,11 @@ class ByteLevelBpe:
         symbols = [self.ids[self.chars[b]] for b in word.encode("utf-8") if self.chars[b] in self.ids]
         n = len(symbols)
         left, right, gone = list(range(-1, n - 1)), list(range(1, n)) + [-1], [False] * n
-        queue = [(self.merges[p][0], i, self.merges[p][1]) for i, p in enumerate(zip(symbols, symbols[1:])) if p in self.merges]
+        queue = [
+            (self.merges[p][0], i, self.merges[p][1])
+            for i, p in enumerate(zip(symbols, symbols[1:]))
+            if p in self.merges
+        ]
         heapq.heapify(queue)
         while queue:
             _, i, merged = heapq.heappop(queue)
@@ -263,7 +267,9 @@ def embedded_manifest(model_bytes: bytes) -> dict:
 def load_export(folder: pathlib.Path, name: str | None = None) -> dict:
     """Reads and checks the manifest: format, file hashes, embedded copy."""
     if name is None:
-        manifests = [p for p in folder.glob("*.json") if json.loads(p.read_text(encoding="utf-8")).get("format") == FORMAT]
+        manifests = [
+            p for p in folder.glob("*.json") if json.loads(p.read_text(encoding="utf-8")).get("format") == FORMAT
+        ]
         if len(manifests) != 1:
             raise ValueError(f"{folder} holds {len(manifests)} exports; pass --name.")
         name = manifests[0].stem
@@ -339,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     generated = greedy(args.folder, manifest, prompt_ids, args.steps)
     json.dump(
         {"prompt_ids": prompt_ids, "generated_ids": generated, "text": tokenizer.decode(generated)},
-        sys.stdout, ensure_ascii=False,
+        sys.stdout,
+        ensure_ascii=False,
     )
     print()
     return 0

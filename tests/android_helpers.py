@@ -39,7 +39,7 @@ def sentencepiece_tokenizer(*, dummy_prefix: bool = False, byte_fallback: bool =
     import keras_hub
     import sentencepiece
 
-    from converter import tiny_gpt2
+    from converter.models import tiny_gpt2
 
     if not dummy_prefix and byte_fallback and tuple(user_symbols) == ("\n",):
         proto = tiny_gpt2.train_tokenizer_proto(documents(), vocabulary_size=700)
@@ -47,11 +47,22 @@ def sentencepiece_tokenizer(*, dummy_prefix: bool = False, byte_fallback: bool =
         lines = [line for document in documents() for line in document.split("\n") if line]
         writer = io.BytesIO()
         sentencepiece.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_writer=writer, vocab_size=700, model_type="unigram",
-            normalization_rule_name="identity", add_dummy_prefix=dummy_prefix,
-            remove_extra_whitespaces=dummy_prefix, byte_fallback=byte_fallback,
-            character_coverage=1.0 if byte_fallback else 0.995, user_defined_symbols=list(user_symbols),
-            pad_id=0, unk_id=1, bos_id=2, eos_id=3, num_threads=1, minloglevel=2,
+            sentence_iterator=iter(lines),
+            model_writer=writer,
+            vocab_size=700,
+            model_type="unigram",
+            normalization_rule_name="identity",
+            add_dummy_prefix=dummy_prefix,
+            remove_extra_whitespaces=dummy_prefix,
+            byte_fallback=byte_fallback,
+            character_coverage=1.0 if byte_fallback else 0.995,
+            user_defined_symbols=list(user_symbols),
+            pad_id=0,
+            unk_id=1,
+            bos_id=2,
+            eos_id=3,
+            num_threads=1,
+            minloglevel=2,
         )
         proto = writer.getvalue()
     return keras_hub.tokenizers.SentencePieceTokenizer(proto=proto)
@@ -71,7 +82,9 @@ def byte_pair_tokenizer(*, vocabulary_size: int = 600, regex: bool = True, add_p
     backend = tokenizers.Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=regex)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocabulary_size, special_tokens=[SPECIAL], show_progress=False,
+        vocab_size=vocabulary_size,
+        special_tokens=[SPECIAL],
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     texts = documents() if regex else [line for d in documents() for line in d.split("\n") if line]
@@ -85,7 +98,7 @@ def byte_pair_tokenizer(*, vocabulary_size: int = 600, regex: bool = True, add_p
 
 def write_tokenizer(tokenizer, folder: pathlib.Path, *, name: str = "tok") -> pathlib.Path:
     """Writes a tokenizer's exported files and a manifest holding its section; returns the manifest."""
-    from converter import tokenizer_export
+    from converter.deploy import tokenizer_export
 
     exported = tokenizer_export.export_tokenizer(tokenizer, name=name)
     folder.mkdir(parents=True, exist_ok=True)

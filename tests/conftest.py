@@ -19,9 +19,11 @@ def converted_tiny_lm(tmp_path_factory) -> dict[str, pathlib.Path]:
     their own conversion. Keys: `fp32`, `dynamic`, `evaluation` (`.npz`, 6
     windows of `helpers.SEQ_LEN` tokens, the last one padded).
     """
-    import converter
     import numpy as np
+
+    import converter
     import representative_data
+
     from helpers import SEQ_LEN, VOCABULARY_SIZE, tiny_gpt2_causal_lm
 
     folder = tmp_path_factory.mktemp("converted") / "tiny"

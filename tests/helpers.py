@@ -29,7 +29,9 @@ def tiny_gpt2_causal_lm(*, vocabulary_size: int = VOCABULARY_SIZE, hidden_dim: i
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
 
-def random_windows(*, num_windows: int = 16, seq_len: int = SEQ_LEN, vocabulary_size: int = VOCABULARY_SIZE, seed: int = 0):
+def random_windows(
+    *, num_windows: int = 16, seq_len: int = SEQ_LEN, vocabulary_size: int = VOCABULARY_SIZE, seed: int = 0
+):
     """Token windows of random ids (a random-weight model has no preferred text)."""
     import representative_data
 
@@ -41,12 +43,15 @@ def random_windows(*, num_windows: int = 16, seq_len: int = SEQ_LEN, vocabulary_
 def tiny_tokenizer(*, vocabulary_size: int = 300):
     """A SentencePiece tokenizer trained on a slice of the built-in corpus."""
     import keras_hub
-    import representative_data
     import tensorflow as tf
+
+    import representative_data
 
     text = "\n\n".join(representative_data.builtin_corpus()[:6])
     proto = keras_hub.tokenizers.compute_sentence_piece_proto(
-        tf.data.Dataset.from_tensor_slices([line for line in text.splitlines() if line.strip()]), vocabulary_size=vocabulary_size, model_type="bpe"
+        tf.data.Dataset.from_tensor_slices([line for line in text.splitlines() if line.strip()]),
+        vocabulary_size=vocabulary_size,
+        model_type="bpe",
     )
     return keras_hub.tokenizers.SentencePieceTokenizer(proto=proto)
 
@@ -66,7 +71,11 @@ def tiny_llama_causal_lm(*, num_layers: int = 2, seed: int = 0):
 
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=VOCABULARY_SIZE, num_layers=num_layers, num_query_heads=4, num_key_value_heads=2,
-        hidden_dim=64, intermediate_dim=128,
+        vocabulary_size=VOCABULARY_SIZE,
+        num_layers=num_layers,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        hidden_dim=64,
+        intermediate_dim=128,
     )
     return keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)

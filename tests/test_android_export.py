@@ -64,7 +64,7 @@ def _run(command, **kwargs):
 
 
 def test_export_writes_model_tokenizer_and_a_manifest_that_matches_the_schema(export, result):
-    from converter import manifest_schema
+    from converter.deploy import manifest_schema
 
     folder = pathlib.Path(export.folder)
     assert sorted(p.name for p in folder.iterdir()) == ["tiny_int8.json", "tiny_int8.tflite", "tiny_int8.vocab.txt"]
@@ -87,7 +87,7 @@ def test_export_writes_model_tokenizer_and_a_manifest_that_matches_the_schema(ex
 def test_model_file_describes_itself_and_computes_like_the_converted_model(export, result):
     from ai_edge_litert import interpreter as litert
 
-    from converter import android_export
+    from converter.deploy import android_export
 
     embedded = android_export.read_embedded_manifest(export.model_path)
     expected = copy.deepcopy(dict(export.manifest))
@@ -109,7 +109,7 @@ def _project_greedy(result, tokenizer, prompt: str, steps: int) -> tuple[list[in
     runner = litert.Interpreter(model_content=result.model).get_signature_runner()
     tokens, generated = list(prompt_ids), []
     for _ in range(steps):
-        window = tokens[-result.seq_len:]
+        window = tokens[-result.seq_len :]
         token_ids = np.zeros((1, result.seq_len), dtype=np.int32)
         token_ids[0, : len(window)] = window
         next_id = int(np.argmax(runner(token_ids=token_ids)["logits"][0, len(window) - 1]))
@@ -122,8 +122,15 @@ def _project_greedy(result, tokenizer, prompt: str, steps: int) -> tuple[list[in
 
 def test_consumer_script_matches_the_project_pipeline_token_for_token(export, result, tokenizer):
     steps = 40  # past seq_len, so the window slides
-    completed = _run([sys.executable, str(REPO / "tests" / "android_consumer.py"), export.folder,
-                      f"--prompt={PROMPT}", f"--steps={steps}"])
+    completed = _run(
+        [
+            sys.executable,
+            str(REPO / "tests" / "android_consumer.py"),
+            export.folder,
+            f"--prompt={PROMPT}",
+            f"--steps={steps}",
+        ]
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     consumer = json.loads(completed.stdout.strip().splitlines()[-1])
     prompt_ids, generated = _project_greedy(result, tokenizer, PROMPT, steps)
@@ -136,8 +143,12 @@ def test_consumer_script_matches_the_project_pipeline_token_for_token(export, re
 
 def test_consumer_script_imports_only_the_standard_library_numpy_and_litert():
     tree = ast.parse((REPO / "tests" / "android_consumer.py").read_text(encoding="utf-8"))
-    modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    modules |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    modules = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    modules |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
     third_party = modules - set(sys.stdlib_module_names)
     assert third_party == {"numpy", "ai_edge_litert"}, third_party
 
@@ -153,11 +164,13 @@ def test_consumer_refuses_a_file_that_does_not_match_its_hash(export, tmp_path):
 
 @pytest.mark.parametrize("case", ["sentencepiece", "sentencepiece_dummy_prefix", "byte_pair_cross_word_merges"])
 def test_python_readers_give_keras_hub_ids_and_text(case, tmp_path):
-    from converter import exported_tokenizer
+    from converter.deploy import exported_tokenizer
 
     tokenizer = {
         "sentencepiece": helpers.sentencepiece_tokenizer,
-        "sentencepiece_dummy_prefix": lambda: helpers.sentencepiece_tokenizer(dummy_prefix=True, user_symbols=("<sep>", "ing▁")),
+        "sentencepiece_dummy_prefix": lambda: helpers.sentencepiece_tokenizer(
+            dummy_prefix=True, user_symbols=("<sep>", "ing▁")
+        ),
         "byte_pair_cross_word_merges": lambda: helpers.byte_pair_tokenizer(regex=False, add_prefix_space=True),
     }[case]()
     manifest = json.loads(helpers.write_tokenizer(tokenizer, tmp_path).read_text(encoding="utf-8"))
@@ -243,7 +256,7 @@ def test_an_existing_export_is_kept_without_overwrite(export, result, tokenizer)
 
 
 def test_schema_rejects_bad_manifests_and_the_validator_checks_every_keyword(export):
-    from converter import manifest_schema
+    from converter.deploy import manifest_schema
 
     def broken(change):
         manifest = copy.deepcopy(dict(export.manifest))
@@ -275,8 +288,12 @@ def preset(tokenizer, tmp_path_factory):
 
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(), num_layers=1, num_heads=2,
-        hidden_dim=32, intermediate_dim=64, max_sequence_length=32,
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=32,
     )
     folder = tmp_path_factory.mktemp("presets") / "tiny-lm"
     backbone.save_to_preset(str(folder))
@@ -284,6 +301,7 @@ def preset(tokenizer, tmp_path_factory):
     return folder
 
 
+@pytest.mark.large
 def test_make_android_converts_when_needed_and_fills_the_assets_folder(preset, tmp_path):
     build, assets = tmp_path / "build", tmp_path / "app" / "src" / "main" / "assets"
     command = ["make", "android", f"MODEL={preset}", "MODE=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}", f"OUT={assets}"]
@@ -291,14 +309,17 @@ def test_make_android_converts_when_needed_and_fills_the_assets_folder(preset, t
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert (build / "tiny-lm" / "tiny-lm_fp32.tflite").is_file()  # converted first, as make convert does
     assert sorted(p.name for p in assets.iterdir()) == [
-        "tiny-lm_fp32.json", "tiny-lm_fp32.tflite", "tiny-lm_fp32.vocab.txt"]
+        "tiny-lm_fp32.json",
+        "tiny-lm_fp32.tflite",
+        "tiny-lm_fp32.vocab.txt",
+    ]
     assert "tiny-lm_fp32.vocab.txt" in completed.stdout
     consumer = _run([sys.executable, "tests/android_consumer.py", str(assets), "--steps=3"])
     assert consumer.returncode == 0, consumer.stderr[-2000:]
 
     again = _run(command)
     assert again.returncode == 2 and "error: " in again.stderr and "OVERWRITE=1" in again.stderr
-    cli = [sys.executable, "-m", "converter.android", "--mode=fp32", f"--model={preset}", f"--build_dir={build}"]
+    cli = [sys.executable, "-m", "converter.cli.android", "--mode=fp32", f"--model={preset}", f"--build_dir={build}"]
     bad_name = _run(cli + [f"--out={assets}", "--name=../escape"])
     assert bad_name.returncode == 2 and "must be a plain file name" in bad_name.stderr
     (tmp_path / "file").write_text("x")
@@ -311,4 +332,4 @@ def test_make_android_converts_when_needed_and_fills_the_assets_folder(preset, t
 def test_make_help_lists_android_and_the_default_assets_folder():
     assert "make android MODE=" in _run(["make", "help"]).stdout
     dry = _run(["make", "-n", "android", "MODE=int8"])
-    assert "-m converter.android" in dry.stdout and "--out=android/app/src/main/assets" in dry.stdout
+    assert "-m converter.cli.android" in dry.stdout and "--out=android/app/src/main/assets" in dry.stdout

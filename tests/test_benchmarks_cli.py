@@ -36,15 +36,27 @@ def _run(*args, block_tensorflow=True):
 
 def test_harness_and_report_run_where_tensorflow_cannot_be_imported(converted_tiny_lm, tmp_path):
     results_dir = tmp_path / "results"
-    completed = _run("benchmarks", f"--model={converted_tiny_lm['dynamic']},{converted_tiny_lm['fp32']}",
-                     f"--evaluation={converted_tiny_lm['evaluation']}", f"--reference={converted_tiny_lm['fp32']}",
-                     "--threads=1", "--threads=2", "--runs=3", "--min_seconds=0", f"--results_dir={results_dir}")
+    completed = _run(
+        "benchmarks",
+        f"--model={converted_tiny_lm['dynamic']},{converted_tiny_lm['fp32']}",
+        f"--evaluation={converted_tiny_lm['evaluation']}",
+        f"--reference={converted_tiny_lm['fp32']}",
+        "--threads=1",
+        "--threads=2",
+        "--runs=3",
+        "--min_seconds=0",
+        f"--results_dir={results_dir}",
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     files = sorted(results_dir.rglob("*.json"))
     assert len(files) == 4
     results = [json.loads(path.read_text()) for path in files]
     assert sorted((r["model"]["variant"], r["settings"]["threads"]) for r in results) == [
-        ("dynamic", 1), ("dynamic", 2), ("fp32", 1), ("fp32", 2)]
+        ("dynamic", 1),
+        ("dynamic", 2),
+        ("fp32", 1),
+        ("fp32", 2),
+    ]
     # Accuracy does not depend on threads: measured once per model.
     assert sorted(r["settings"]["threads"] for r in results if r["accuracy"]) == [1, 1]
     assert "perplexity" in completed.stdout and "top-1 vs fp32" in completed.stdout
@@ -54,17 +66,20 @@ def test_harness_and_report_run_where_tensorflow_cannot_be_imported(converted_ti
 
 
 def test_the_blocker_really_blocks_tensorflow(tmp_path):
-    completed = _run("converter.onnx_export", f"--build_dir={tmp_path}")  # needs tf2onnx, which needs TF
+    completed = _run("converter.cli.onnx_export", f"--build_dir={tmp_path}")  # needs tf2onnx, which needs TF
     assert completed.returncode != 0 and "is not available on this device" in completed.stderr
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "No model at"),
-    ("not_tflite", "is not a TFLite model"),
-    ("truncated", "truncated or corrupt"),
-    ("bad_windows", "hold 8 tokens but"),
-    ("results_is_file", "is a file"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "No model at"),
+        ("not_tflite", "is not a TFLite model"),
+        ("truncated", "truncated or corrupt"),
+        ("bad_windows", "hold 8 tokens but"),
+        ("results_is_file", "is a file"),
+    ],
+)
 def test_bad_input_exits_2_with_a_message(converted_tiny_lm, tmp_path, case, message):
     import numpy as np
 

@@ -37,8 +37,12 @@ def test_pi_facts_are_read_from_proc_and_sys(pi_root):
     state = device.device_state(pi_root, use_vcgencmd=False)
     assert state.soc_temperature_c == pytest.approx(48.312)
     assert state.temperatures_c == {"cpu-thermal": pytest.approx(48.312)}
-    assert state.cpu == {"governor": "ondemand", "current_mhz": {"cpu0": 600.0, "cpu1": 1500.0, "cpu2": 1500.0,
-                                                                 "cpu3": 1500.0}, "min_mhz": 600.0, "max_mhz": 1500.0}
+    assert state.cpu == {
+        "governor": "ondemand",
+        "current_mhz": {"cpu0": 600.0, "cpu1": 1500.0, "cpu2": 1500.0, "cpu3": 1500.0},
+        "min_mhz": 600.0,
+        "max_mhz": 1500.0,
+    }
     assert state.throttled is None
 
 
@@ -54,19 +58,27 @@ def test_board_falls_back_on_cpuinfo_and_is_none_off_a_board(tmp_path):
 def test_throttled_bits_are_decoded_in_words():
     assert device.decode_throttled(0) == []
     assert device.decode_throttled(0x50005) == [
-        "under-voltage now", "throttled now", "under-voltage has occurred", "throttling has occurred",
+        "under-voltage now",
+        "throttled now",
+        "under-voltage has occurred",
+        "throttling has occurred",
     ]
 
 
 def test_vcgencmd_is_used_where_it_exists(tmp_path, monkeypatch):
     fake = tmp_path / "bin" / "vcgencmd"
     fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\nif [ "$1" = get_throttled ]; then echo throttled=0x80008; '
-                    'else echo "frequency(48)=1500398464"; fi\n')
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = get_throttled ]; then echo throttled=0x80008; '
+        'else echo "frequency(48)=1500398464"; fi\n'
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
-    assert device.throttling() == {"raw": "throttled=0x80008", "value": 0x80008,
-                                   "flags": ["soft temperature limit now", "soft temperature limit has occurred"]}
+    assert device.throttling() == {
+        "raw": "throttled=0x80008",
+        "value": 0x80008,
+        "flags": ["soft temperature limit now", "soft temperature limit has occurred"],
+    }
     facts = device.device_facts(tmp_path)
     assert facts == {"board": None, "vcgencmd": True, "arm_clock_hz": 1500398464}
 

@@ -8,14 +8,21 @@ import pytest
 
 import representative_data
 from benchmarks import AccuracyAccumulator, harness, load_results, open_runner
+
 from helpers import SEQ_LEN, VOCABULARY_SIZE
 
 
 @pytest.fixture(scope="module")
 def dynamic_result(converted_tiny_lm):
     return harness.benchmark_file(
-        converted_tiny_lm["dynamic"], threads=1, evaluation=converted_tiny_lm["evaluation"],
-        reference=converted_tiny_lm["fp32"], runs=5, warmup_runs=1, min_seconds=0.0, progress=None,
+        converted_tiny_lm["dynamic"],
+        threads=1,
+        evaluation=converted_tiny_lm["evaluation"],
+        reference=converted_tiny_lm["fp32"],
+        runs=5,
+        warmup_runs=1,
+        min_seconds=0.0,
+        progress=None,
     )
 
 
@@ -62,8 +69,13 @@ def test_accuracy_equals_a_direct_computation_with_the_interpreter(dynamic_resul
 
 def test_the_fp32_model_against_itself_agrees_fully(converted_tiny_lm):
     result = harness.benchmark_file(
-        converted_tiny_lm["fp32"], evaluation=converted_tiny_lm["evaluation"], reference=converted_tiny_lm["fp32"],
-        runs=2, warmup_runs=0, min_seconds=0.0, progress=None,
+        converted_tiny_lm["fp32"],
+        evaluation=converted_tiny_lm["evaluation"],
+        reference=converted_tiny_lm["fp32"],
+        runs=2,
+        warmup_runs=0,
+        min_seconds=0.0,
+        progress=None,
     )
     assert result.accuracy.top1_agreement == 1.0 and result.accuracy.mean_kl == pytest.approx(0.0, abs=1e-9)
     assert result.accuracy.perplexity == pytest.approx(result.accuracy.reference_perplexity)

@@ -8,25 +8,61 @@ from benchmarks.machine import MachineInfo
 from benchmarks.runtimes import RuntimeInfo
 from benchmarks.timing import LatencyStats
 
-MACHINE = MachineInfo(hostname="bench-host", cpu="Test CPU", architecture="x86_64", logical_cores=2,
-                      usable_cores=2, os="Linux", python="3.11.7")
+MACHINE = MachineInfo(
+    hostname="bench-host",
+    cpu="Test CPU",
+    architecture="x86_64",
+    logical_cores=2,
+    usable_cores=2,
+    os="Linux",
+    python="3.11.7",
+)
 
 
-def _result(variant, threads, median, size, *, perplexity=None, created="2026-11-25T10:00:00+00:00",
-            runtime="ai-edge-litert"):
+def _result(
+    variant, threads, median, size, *, perplexity=None, created="2026-11-25T10:00:00+00:00", runtime="ai-edge-litert"
+):
     accuracy = None
     if perplexity is not None:
-        accuracy = AccuracyResult(windows=4, positions=400, perplexity=perplexity, next_token_accuracy=0.3,
-                                  reference_perplexity=10.0, top1_agreement=0.95, mean_kl=0.01, max_kl=0.2)
+        accuracy = AccuracyResult(
+            windows=4,
+            positions=400,
+            perplexity=perplexity,
+            next_token_accuracy=0.3,
+            reference_perplexity=10.0,
+            top1_agreement=0.95,
+            mean_kl=0.01,
+            max_kl=0.2,
+        )
     return results.BenchmarkResult(
         machine=MACHINE,
         runtime=RuntimeInfo(runtime, "1.0"),
-        model=results.ModelInfo(name="lm", variant=variant, path=f"lm_{variant}", format="tflite", sha256="0" * 64,
-                                size_bytes=size, seq_len=128, vocabulary_size=4096),
+        model=results.ModelInfo(
+            name="lm",
+            variant=variant,
+            path=f"lm_{variant}",
+            format="tflite",
+            sha256="0" * 64,
+            size_bytes=size,
+            seq_len=128,
+            vocabulary_size=4096,
+        ),
         settings={"threads": threads},
-        latency=LatencyStats(init_ms=5, first_ms=9, warmup_runs=5, runs=50, min_ms=median * 0.9, median_ms=median,
-                             p90_ms=median * 1.1, max_ms=median * 1.5, mean_ms=median, std_ms=0.1),
-        memory=results.MemoryStats(baseline_rss_bytes=50 * 2**20, peak_rss_bytes=100 * 2**20, peak_covers_load_only=True),
+        latency=LatencyStats(
+            init_ms=5,
+            first_ms=9,
+            warmup_runs=5,
+            runs=50,
+            min_ms=median * 0.9,
+            median_ms=median,
+            p90_ms=median * 1.1,
+            max_ms=median * 1.5,
+            mean_ms=median,
+            std_ms=0.1,
+        ),
+        memory=results.MemoryStats(
+            baseline_rss_bytes=50 * 2**20, peak_rss_bytes=100 * 2**20, peak_covers_load_only=True
+        ),
         accuracy=accuracy,
         created=created,
     )

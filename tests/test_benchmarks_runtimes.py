@@ -6,6 +6,7 @@ from ai_edge_litert import interpreter as litert
 from ai_edge_litert import schema_py_generated as schema
 
 from benchmarks import runtimes
+
 from helpers import SEQ_LEN, VOCABULARY_SIZE
 
 
@@ -55,13 +56,16 @@ def test_an_op_version_the_runtime_lacks_is_named_with_a_runtime_that_runs_it(co
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     future = tmp_path / "future.tflite"
     future.write_bytes(bytes(builder.Output()))
-    with pytest.raises(runtimes.ModelLoadError, match="no kernel for FULLY_CONNECTED version 99.*ai-edge-litert==") as error:
+    with pytest.raises(
+        runtimes.ModelLoadError, match="no kernel for FULLY_CONNECTED version 99.*ai-edge-litert=="
+    ) as error:
         runtimes.open_runner(future)
     assert (error.value.op, error.value.version) == ("FULLY_CONNECTED", 99)
 
 
 def test_onnx_runner_matches_litert_fp32(converted_tiny_lm, tmp_path):
-    from converter import onnx_export
+    from converter.tools import onnx_export
+
     from helpers import tiny_gpt2_causal_lm
 
     paths = onnx_export.export_onnx(tiny_gpt2_causal_lm(), seq_len=SEQ_LEN, model_name="tiny", build_dir=tmp_path)
@@ -76,7 +80,14 @@ def test_onnx_runner_matches_litert_fp32(converted_tiny_lm, tmp_path):
     quantized = runtimes.open_runner(paths[onnx_export.ONNX_DYNAMIC])
     quantized.prepare(feed)
     quantized.invoke()
-    # Dynamic int8 weights: same argmax almost everywhere, well short of exact.
-    agreement = np.mean(np.argmax(quantized.logits(), -1) == np.argmax(onnx.logits(), -1))
-    assert agreement >= 0.9
+    # Dynamic int8 weights: logits within a few percent of their spread, well short of exact. Not top-1
+    # agreement: this random model's top-1/top-2 margins (median 0.017) are below the int8 error (about
+    # 0.015), so which of 32 positions flip is rounding luck, and it differs by CPU: ONNX Runtime's U8S8
+    # kernel saturates its int16 sums (vpmaddubsw) on x86 without VNNI (measured under an emulated AVX2
+    # CPU: 28/32 positions, 90.6 % natively with VNNI; both within the bounds below).
+    reference = onnx.logits()
+    error = quantized.logits() - reference
+    spread = float(reference.std())
+    assert 0 < np.sqrt(np.mean(error**2)) < 0.1 * spread  # 0.030 with VNNI and on AVX2; a wrong scale: 0.25-0.5
+    assert np.abs(error).max() < 0.6 * spread  # 0.12 with VNNI, 0.15 on AVX2, at most 0.40 over 50 feeds
     assert paths[onnx_export.ONNX_DYNAMIC].stat().st_size < 0.4 * paths[onnx_export.ONNX_FP32].stat().st_size

@@ -11,7 +11,8 @@ def _residual_toy(mode: str, *, measured: bool) -> dict[str, float]:
     import keras
     import tensorflow as tf
 
-    from converter import calibration_ranges, inspection
+    from converter.passes import calibration_ranges
+    from converter.tflite_file import inspection
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 32), batch_size=1)
@@ -25,7 +26,8 @@ def _residual_toy(mode: str, *, measured: bool) -> dict[str, float]:
     samples = [rng.standard_normal((1, 16, 32)).astype(np.float32) for _ in range(8)]
     converter.representative_dataset = lambda: ([sample] for sample in samples)
     converter.target_spec.supported_ops = (
-        [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] if mode == "int8"
+        [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if mode == "int8"
         else [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     )
     corrections: list[str] = []
@@ -59,28 +61,38 @@ def test_stock_calibration_gives_the_first_add_input_the_sums_range_and_measured
 def test_measured_ranges_restore_the_calibrator_on_exit():
     from tensorflow.lite.python.optimize import calibrator
 
-    from converter import calibration_ranges
+    from converter.passes import calibration_ranges
 
     stock = calibrator.Calibrator.calibrate
-    with pytest.raises(RuntimeError):
-        with calibration_ranges.measured_ranges():
-            assert calibrator.Calibrator.calibrate is not stock
-            raise RuntimeError("conversion failed")
+    with pytest.raises(RuntimeError), calibration_ranges.measured_ranges():
+        assert calibrator.Calibrator.calibrate is not stock
+        raise RuntimeError("conversion failed")
     assert calibrator.Calibrator.calibrate is stock
 
 
 def test_convert_keras_with_measured_ranges_calibrates_output_projections_to_their_own_range():
     import converter
     import representative_data
-    from converter import calibration_ranges, inspection
+    from converter.passes import calibration_ranges
+    from converter.tflite_file import inspection
 
     model, windows = tiny_gpt2_causal_lm(), random_windows(seq_len=SEQ_LEN)
-    result = converter.convert_keras(model, "int8", calibration=windows, seq_len=SEQ_LEN, progress=False,
-                                     measured_ranges=True, float_residual_stream=False)
-    assert any(change.startswith("calibration ranges measured without shared buffers") for change in result.graph_changes)
+    result = converter.convert_keras(
+        model,
+        "int8",
+        calibration=windows,
+        seq_len=SEQ_LEN,
+        progress=False,
+        measured_ranges=True,
+        float_residual_stream=False,
+    )
+    assert any(
+        change.startswith("calibration ranges measured without shared buffers") for change in result.graph_changes
+    )
     float_model = converter.convert_keras(model, "fp32", seq_len=SEQ_LEN, progress=False).model
-    samples = representative_data.representative_dataset(windows, input_names=["token_ids"], num_samples=64,
-                                                         progress=False)()
+    samples = representative_data.representative_dataset(
+        windows, input_names=["token_ids"], num_samples=64, progress=False
+    )()
     ranges = calibration_ranges.measure_ranges(float_model, samples)
     float_names = {tensor.name: tensor.index for tensor in inspection.inspect_model(float_model).tensors}
     inspected = inspection.inspect_model(result.model)

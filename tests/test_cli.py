@@ -24,8 +24,12 @@ def preset(tmp_path_factory):
     keras.utils.set_random_seed(0)
     tokenizer = tiny_tokenizer()
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(), num_layers=1, num_heads=2,
-        hidden_dim=32, intermediate_dim=64, max_sequence_length=32,
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=32,
     )
     folder = tmp_path_factory.mktemp("presets") / "tiny-preset"
     backbone.save_to_preset(str(folder))
@@ -51,19 +55,29 @@ def test_unknown_mode_is_refused_when_flags_are_parsed():
 
 
 def test_keep_float_is_checked_before_any_model_is_loaded(tmp_path):
-    completed = _run([sys.executable, "-m", "converter", "--mode=int8", "--keep_float=attention,nope",
-                      f"--build_dir={tmp_path}"])
+    completed = _run(
+        [sys.executable, "-m", "converter", "--mode=int8", "--keep_float=attention,nope", f"--build_dir={tmp_path}"]
+    )
     assert completed.returncode == 2 and "Unknown float choice 'nope'" in completed.stderr
-    completed = _run([sys.executable, "-m", "converter", "--mode=dynamic", "--keep_float=attention",
-                      f"--build_dir={tmp_path}"])
+    completed = _run(
+        [sys.executable, "-m", "converter", "--mode=dynamic", "--keep_float=attention", f"--build_dir={tmp_path}"]
+    )
     assert completed.returncode == 2 and "Use it with int8 or int16x8" in completed.stderr
     assert not list(tmp_path.iterdir())
 
 
 def test_cli_converts_int8_with_builtin_calibration_and_keeps_windows(preset, tmp_path):
     build = tmp_path / "build"
-    command = [sys.executable, "-m", "converter", f"--model={preset}", "--mode=int8", "--seq_len=16",
-               "--num_calibration_samples=8", f"--build_dir={build}"]
+    command = [
+        sys.executable,
+        "-m",
+        "converter",
+        f"--model={preset}",
+        "--mode=int8",
+        "--seq_len=16",
+        "--num_calibration_samples=8",
+        f"--build_dir={build}",
+    ]
     completed = _run(command)
     assert completed.returncode == 0, completed.stderr[-3000:]
     model = build / "tiny-preset" / "tiny-preset_int8.tflite"
@@ -86,8 +100,14 @@ def test_cli_model_without_tokenizer_converts_fp32_and_asks_for_windows_for_int8
     ids = keras.Input((None,), dtype="int32")
     model = keras.Model(ids, keras.layers.Dense(40)(keras.layers.Embedding(40, 8)(ids)))
     model.save(tmp_path / "plain.keras")
-    base = [sys.executable, "-m", "converter", f"--model={tmp_path / 'plain.keras'}", "--seq_len=8",
-            f"--build_dir={tmp_path / 'build'}"]
+    base = [
+        sys.executable,
+        "-m",
+        "converter",
+        f"--model={tmp_path / 'plain.keras'}",
+        "--seq_len=8",
+        f"--build_dir={tmp_path / 'build'}",
+    ]
     fp32 = _run(base + ["--mode=fp32"])
     assert fp32.returncode == 0, fp32.stderr[-3000:]
     assert (tmp_path / "build" / "plain" / "plain_fp32.tflite").exists()
@@ -97,6 +117,7 @@ def test_cli_model_without_tokenizer_converts_fp32_and_asks_for_windows_for_int8
     assert not (tmp_path / "build" / "plain" / "plain_int8.tflite").exists()
 
 
+@pytest.mark.large
 def test_make_convert_and_convert_all_write_models_and_the_table(preset, tmp_path):
     build = tmp_path / "build"
     convert = _run(["make", "convert", f"MODEL={preset}", "MODE=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"])
@@ -122,10 +143,21 @@ def test_make_help_setup_test_and_clean(tmp_path):
     assert not doomed.exists()
 
 
+@pytest.mark.large
 def test_make_bench_then_report_cover_modes_keras_and_onnx_peers(preset, tmp_path):
     build, results_dir = tmp_path / "build", tmp_path / "results"
-    bench = _run(["make", "bench", f"MODEL={preset}", "MODES=dynamic", "THREADS=1", f"BUILD_DIR={build}",
-                  f"RESULTS_DIR={results_dir}", "BENCH_FLAGS=--runs=2 --max_windows=2"])
+    bench = _run(
+        [
+            "make",
+            "bench",
+            f"MODEL={preset}",
+            "MODES=dynamic",
+            "THREADS=1",
+            f"BUILD_DIR={build}",
+            f"RESULTS_DIR={results_dir}",
+            "BENCH_FLAGS=--runs=2 --max_windows=2",
+        ]
+    )
     assert bench.returncode == 0, bench.stderr[-3000:]
     results = [json.loads(path.read_text()) for path in (results_dir / "tiny-preset").glob("*.json")]
     # fp32 is always benchmarked: it is the accuracy reference.
@@ -141,26 +173,30 @@ def test_make_bench_then_report_cover_modes_keras_and_onnx_peers(preset, tmp_pat
 def test_bench_refuses_bad_threads_and_an_unwritable_results_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    completed = _run([sys.executable, "-m", "converter.bench", f"--results_dir={blocker}"])
+    completed = _run([sys.executable, "-m", "converter.cli.bench", f"--results_dir={blocker}"])
     assert completed.returncode == 2 and "is a file" in completed.stderr
-    completed = _run([sys.executable, "-m", "converter.bench", "--threads=0,2", f"--results_dir={tmp_path}"])
+    completed = _run([sys.executable, "-m", "converter.cli.bench", "--threads=0,2", f"--results_dir={tmp_path}"])
     assert completed.returncode == 2 and "at least 1" in completed.stderr
 
 
+@pytest.mark.large
 def test_make_bench_fidelity_compares_with_litert_tool_on_fp32_and_dynamic(preset, tmp_path):
     build, results_dir = tmp_path / "build", tmp_path / "results"
-    completed = _run(["make", "bench-fidelity", f"MODEL={preset}", "THREADS=1", f"BUILD_DIR={build}",
-                      f"RESULTS_DIR={results_dir}"])
+    completed = _run(
+        ["make", "bench-fidelity", f"MODEL={preset}", "THREADS=1", f"BUILD_DIR={build}", f"RESULTS_DIR={results_dir}"]
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     payload = json.loads((results_dir / "fidelity.json").read_text())
     assert sorted(pathlib.Path(r["model"]).name for r in payload["results"]) == [
-        "tiny-preset_dynamic.tflite", "tiny-preset_fp32.tflite"]
+        "tiny-preset_dynamic.tflite",
+        "tiny-preset_fp32.tflite",
+    ]
     assert all(r["harness_ms"] > 0 and r["tool_ms"] > 0 for r in payload["results"])
     assert "| `tiny-preset_fp32.tflite` | 1 |" in (results_dir / "fidelity.md").read_text()
 
 
 def test_low_agreement_with_keras_gets_a_warning_that_says_what_to_do():
-    from converter import conversion
+    from converter.core import conversion
 
     assert conversion.agreement_warning("int8", 0.95) is None
     warning = conversion.agreement_warning("int8", 0.004)

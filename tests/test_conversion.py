@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import converter
-from converter import inspection
+from converter.tflite_file import inspection
+
 from helpers import SEQ_LEN, VOCABULARY_SIZE, random_windows, run_tflite, tiny_gpt2_causal_lm
 
 ALL_MODES = [mode.value for mode in converter.Mode]
@@ -255,7 +256,9 @@ def test_non_utf8_corpus_names_the_file_and_byte_offset(causal_lm, tmp_path):
 def test_calibration_ids_at_or_above_the_vocabulary_are_refused(causal_lm, tmp_path):
     too_large = random_windows(vocabulary_size=VOCABULARY_SIZE + 10, num_windows=64)
     with pytest.raises(ValueError, match=f"vocabulary size {VOCABULARY_SIZE}"):
-        converter.convert_keras(causal_lm, "int8", calibration=too_large, seq_len=SEQ_LEN, output_path=tmp_path / "m.tflite")
+        converter.convert_keras(
+            causal_lm, "int8", calibration=too_large, seq_len=SEQ_LEN, output_path=tmp_path / "m.tflite"
+        )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -6,8 +6,6 @@ import pytest
 from helpers import SEQ_LEN, random_windows, run_tflite, tiny_gpt2_causal_lm, tiny_llama_causal_lm
 
 
-
-
 def _reads_float(inspected, op) -> bool:
     return inspected.tensors[op.inputs[0]].dtype == "float32"
 
@@ -15,14 +13,28 @@ def _reads_float(inspected, op) -> bool:
 @pytest.mark.parametrize("family, mode", [("gpt2", "int8"), ("llama", "int16x8")])
 def test_residual_stream_and_norm_statistics_run_in_float_and_the_model_stays_close(family, mode):
     import converter
-    from converter import inspection
+    from converter.tflite_file import inspection
 
     model = tiny_gpt2_causal_lm() if family == "gpt2" else tiny_llama_causal_lm()
     windows = random_windows(seq_len=SEQ_LEN)
-    stock = converter.convert_keras(model, mode, calibration=windows, seq_len=SEQ_LEN, progress=False,
-                                    float_residual_stream=False, measured_ranges=True)
-    floated = converter.convert_keras(model, mode, calibration=windows, seq_len=SEQ_LEN, progress=False,
-                                      float_residual_stream=True, measured_ranges=True)
+    stock = converter.convert_keras(
+        model,
+        mode,
+        calibration=windows,
+        seq_len=SEQ_LEN,
+        progress=False,
+        float_residual_stream=False,
+        measured_ranges=True,
+    )
+    floated = converter.convert_keras(
+        model,
+        mode,
+        calibration=windows,
+        seq_len=SEQ_LEN,
+        progress=False,
+        float_residual_stream=True,
+        measured_ranges=True,
+    )
     summary = [c for c in floated.graph_changes if c.startswith("residual stream and norm statistics run in float")]
     assert len(summary) == 1 and "RSQRT" in summary[0] and "MEAN" in summary[0], floated.graph_changes
     inspected = inspection.inspect_model(floated.model)
@@ -33,7 +45,8 @@ def test_residual_stream_and_norm_statistics_run_in_float_and_the_model_stays_cl
         assert len(squares) == 5 and all(_reads_float(inspected, op) for op in squares)
     # The projections stay quantized: only the stream and the norms changed.
     assert {inspected.tensors[op.inputs[0]].dtype for op in inspected.ops_of_type("FULLY_CONNECTED")} == {
-        "int8" if mode == "int8" else "int16"}
+        "int8" if mode == "int8" else "int16"
+    }
     assert floated.check["top1_agreement"] >= stock.check["top1_agreement"] - 0.05
     assert floated.check["max_abs_logit_error"] <= 1.5 * stock.check["max_abs_logit_error"] + 1e-3
     feed = {"token_ids": windows.token_ids[:1]}
@@ -41,16 +54,16 @@ def test_residual_stream_and_norm_statistics_run_in_float_and_the_model_stays_cl
 
 
 def test_a_model_without_norms_is_left_unchanged():
-    from converter import float_regions, inspection
+    from converter.passes import float_regions
+    from converter.tflite_file import inspection, writing
 
-    schema = inspection._schema()  # pylint: disable=protected-access
+    schema = inspection.schema()
     model_object = schema.ModelT()
     model_object.version = 3
     model_object.buffers = [schema.BufferT()]
     subgraph = schema.SubGraphT()
     subgraph.tensors, subgraph.operators, subgraph.inputs, subgraph.outputs = [], [], [], []
     model_object.subgraphs, model_object.operatorCodes = [subgraph], []
-    model = float_regions.pack(model_object)
+    model = writing.pack(model_object)
     result = float_regions.run_residual_and_norms_in_float(model)
     assert result.model == model and result.changes == ()
-

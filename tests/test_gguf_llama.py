@@ -16,7 +16,7 @@ import gguf
 import numpy as np
 import pytest
 
-from converter import gguf_llama, llama_reference, model_sources
+from converter.models import gguf_llama, llama_reference, model_sources
 
 HIDDEN = 32
 HEADS = 4
@@ -53,9 +53,15 @@ def _random_tensors(*, untied: bool, seed: int = 0) -> dict[str, np.ndarray]:
     """Float32 weights in GGUF numpy layout ([out, in])."""
     rng = np.random.default_rng(seed)
     config = gguf_llama.LlamaConfig(
-        num_layers=LAYERS, hidden_dim=HIDDEN, intermediate_dim=FFN, num_query_heads=HEADS,
-        num_key_value_heads=KV_HEADS, rope_max_wavelength=ROPE_BASE, layer_norm_epsilon=EPSILON,
-        vocabulary_size=VOCAB, context_length=CONTEXT,
+        num_layers=LAYERS,
+        hidden_dim=HIDDEN,
+        intermediate_dim=FFN,
+        num_query_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        rope_max_wavelength=ROPE_BASE,
+        layer_norm_epsilon=EPSILON,
+        vocabulary_size=VOCAB,
+        context_length=CONTEXT,
     )
     tensors = {}
     for name, shape in gguf_llama.required_tensor_shapes(config).items():
@@ -148,7 +154,8 @@ def _keras_logits(causal_lm, token_ids) -> np.ndarray:
 def test_modules_import_without_tensorflow():
     code = (
         "import sys\n"
-        "import converter.gguf_llama, converter.llama_reference, converter.smollm2, converter.model_sources\n"
+        "import converter.models.gguf_llama, converter.models.llama_reference, converter.models.smollm2\n"
+        "import converter.models.model_sources\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'keras_hub', 'gguf') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -157,9 +164,15 @@ def test_modules_import_without_tensorflow():
 
 def test_config_comes_from_the_metadata(tiny_model):
     assert tiny_model.config == gguf_llama.LlamaConfig(
-        num_layers=LAYERS, hidden_dim=HIDDEN, intermediate_dim=FFN, num_query_heads=HEADS,
-        num_key_value_heads=KV_HEADS, rope_max_wavelength=ROPE_BASE,
-        layer_norm_epsilon=pytest.approx(EPSILON), vocabulary_size=VOCAB, context_length=CONTEXT,
+        num_layers=LAYERS,
+        hidden_dim=HIDDEN,
+        intermediate_dim=FFN,
+        num_query_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        rope_max_wavelength=ROPE_BASE,
+        layer_norm_epsilon=pytest.approx(EPSILON),
+        vocabulary_size=VOCAB,
+        context_length=CONTEXT,
     )
     assert tiny_model.name == "tiny llama"
     assert tiny_model.tied_embeddings
@@ -243,7 +256,10 @@ def test_preset_reloads_with_the_same_logits_and_tokenizer(tiny_causal_lm, tmp_p
     assert loaded.model.preprocessor is None
     np.testing.assert_array_equal(_keras_logits(loaded.model, SEQUENCE), _keras_logits(tiny_causal_lm, SEQUENCE))
     assert loaded.tokenizer is not None
-    assert np.asarray(loaded.tokenizer("the cat")).tolist() == np.asarray(tiny_causal_lm.preprocessor.tokenizer("the cat")).tolist()
+    assert (
+        np.asarray(loaded.tokenizer("the cat")).tolist()
+        == np.asarray(tiny_causal_lm.preprocessor.tokenizer("the cat")).tolist()
+    )
     assert loaded.tokenizer.end_token_id == 2
 
 
@@ -289,7 +305,9 @@ def test_unsupported_architecture_is_named_with_the_supported_ones(tmp_path):
 
 def test_missing_tensors_are_named(tmp_path):
     path = write_tiny_gguf(tmp_path / "missing.gguf", drop_tensors=("output_norm.weight", "blk.1.ffn_up.weight"))
-    with pytest.raises(ValueError, match=r"lacks 2 tensor\(s\) a Llama model needs: output_norm.weight, blk.1.ffn_up.weight"):
+    with pytest.raises(
+        ValueError, match=r"lacks 2 tensor\(s\) a Llama model needs: output_norm.weight, blk.1.ffn_up.weight"
+    ):
         gguf_llama.read_llama_gguf(path)
 
 
@@ -303,7 +321,8 @@ def test_unknown_tensors_are_named(tmp_path):
 
 def test_wrong_tensor_shape_is_named(tmp_path):
     path = write_tiny_gguf(
-        tmp_path / "shape.gguf", drop_tensors=("blk.0.ffn_up.weight",),
+        tmp_path / "shape.gguf",
+        drop_tensors=("blk.0.ffn_up.weight",),
         extra_tensors={"blk.0.ffn_up.weight": np.zeros((FFN + 1, HIDDEN), dtype=np.float32)},
     )
     with pytest.raises(ValueError, match=r"'blk.0.ffn_up.weight' has shape \[49, 32\], expected \[48, 32\]"):
@@ -352,5 +371,7 @@ def test_sentencepiece_tokenizer_is_refused(tmp_path):
 
 def test_unsupported_end_token_lists_the_supported_ones(tmp_path):
     model = gguf_llama.read_llama_gguf(write_tiny_gguf(tmp_path / "eos.gguf", eos_token_id=1))
-    with pytest.raises(ValueError, match=r"end-of-text token is '<\|im_start\|>'; supported .*'<\|im_end\|>', '<\|endoftext\|>'"):
+    with pytest.raises(
+        ValueError, match=r"end-of-text token is '<\|im_start\|>'; supported .*'<\|im_end\|>', '<\|endoftext\|>'"
+    ):
         gguf_llama.build_tokenizer(model.tokenizer)

@@ -1,7 +1,7 @@
 """The built-in `gpt2-6l`: the field notes' 6-layer shape, with a real tokenizer."""
 
 import converter
-from converter import gpt2_shape
+from converter.models import gpt2_shape
 
 
 def test_gpt2_6l_has_the_field_notes_shape_and_a_lossless_tokenizer(tmp_path):
@@ -18,9 +18,9 @@ def test_gpt2_6l_has_the_field_notes_shape_and_a_lossless_tokenizer(tmp_path):
 
 
 def test_android_export_takes_the_tokenizer_of_the_builtin_it_was_asked_for(tmp_path):
-    from converter import android
+    from converter import models
 
-    tokenizer = android.load_tokenizer(gpt2_shape.GPT2_6L, build_dir=str(tmp_path))
+    tokenizer = models.load_tokenizer(gpt2_shape.GPT2_6L, build_dir=str(tmp_path))
     assert tokenizer.vocabulary_size() == gpt2_shape.TOKENIZER_PIECES
     # Only gpt2-6l was built: no other built-in model's preset stood in for it.
     assert sorted(p.name for p in tmp_path.iterdir()) == [gpt2_shape.GPT2_6L]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converter import graph_surgery, inspection, wrapping
+from converter.core import wrapping
+from converter.passes import graph_surgery
+from converter.tflite_file import inspection
+
 from helpers import SEQ_LEN, random_windows, run_tflite, tiny_gpt2_causal_lm
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import converter
-from converter import inspection
+from converter.tflite_file import inspection
+
 from helpers import SEQ_LEN, tiny_gpt2_causal_lm
 
 
@@ -36,7 +36,7 @@ def test_inspection_imports_no_tensorflow(fp32_model, tmp_path):
     path = tmp_path / "m.tflite"
     path.write_bytes(fp32_model)
     code = (
-        "import sys; from converter import inspection; "
+        "import sys; from converter.tflite_file import inspection; "
         f"g = inspection.inspect_model({str(path)!r}); "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, sorted(sys.modules); "
         "print(g.op_histogram['FULLY_CONNECTED']['count'])"

@@ -33,8 +33,27 @@ TOKENIZERS = {
 def _texts() -> list[str]:
     """About 9 kB of real text plus random mixes of tricky fragments (ties, specials, bytes)."""
     rng = random.Random(0)
-    fragments = ["the", "ing ", "e ", "  ", "    ", "\n", "\t", "**", "===", "<sep>", helpers.SPECIAL,
-                 "é", "日本", "🙂", "'s", "123", "x", "\r\n", "\u00a0"]
+    fragments = [
+        "the",
+        "ing ",
+        "e ",
+        "  ",
+        "    ",
+        "\n",
+        "\t",
+        "**",
+        "===",
+        "<sep>",
+        helpers.SPECIAL,
+        "é",
+        "日本",
+        "🙂",
+        "'s",
+        "123",
+        "x",
+        "\r\n",
+        "\u00a0",
+    ]
     mixes = ["".join(rng.choice(fragments) for _ in range(rng.randint(1, 30))) for _ in range(150)]
     return helpers.sample_texts() + mixes
 
@@ -48,7 +67,9 @@ def classes(tmp_path_factory) -> pathlib.Path:
     # --release 8 checks both the language level and that only Java 8 APIs are used.
     completed = subprocess.run(
         ["javac", "--release", "8", "-Xlint:all", "-Werror", "-encoding", "UTF-8", "-d", str(out), *sources],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr
     return out
@@ -56,7 +77,9 @@ def classes(tmp_path_factory) -> pathlib.Path:
 
 def _java(classes: pathlib.Path, *args: str) -> str:
     completed = subprocess.run(
-        ["java", "-cp", str(classes), CLI, *args], capture_output=True, check=False,
+        ["java", "-cp", str(classes), CLI, *args],
+        capture_output=True,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr.decode("utf-8", "replace")
     return completed.stdout.decode("utf-8")
@@ -93,13 +116,16 @@ def test_java_ids_and_text_equal_keras_hub(case, classes, tmp_path):
 
 
 def test_java_rejects_an_unknown_tokenizer_type(classes, tmp_path):
-    (tmp_path / "m.json").write_text('{"tokenizer": {"type": "wordpiece", "vocabulary_file": "v.txt", '
-                                     '"vocabulary_size": 1}}', encoding="utf-8")
+    (tmp_path / "m.json").write_text(
+        '{"tokenizer": {"type": "wordpiece", "vocabulary_file": "v.txt", "vocabulary_size": 1}}', encoding="utf-8"
+    )
     (tmp_path / "v.txt").write_text("a\n", encoding="utf-8")
     (tmp_path / "t.txt").write_text("a", encoding="utf-8")
     completed = subprocess.run(
         ["java", "-cp", str(classes), CLI, "encode", str(tmp_path / "m.json"), str(tmp_path / "t.txt")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert completed.returncode != 0
     assert "Unknown tokenizer type 'wordpiece'" in completed.stderr

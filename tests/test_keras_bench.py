@@ -3,7 +3,9 @@
 import numpy as np
 
 from benchmarks import harness
-from converter import keras_bench, wrapping
+from converter.core import wrapping
+from converter.tools import keras_bench
+
 from helpers import SEQ_LEN, VOCABULARY_SIZE, tiny_gpt2_causal_lm
 
 
@@ -18,7 +20,19 @@ def test_keras_runner_gives_the_models_logits_and_a_full_result():
     assert runner.runtime.name == "tensorflow" and runner.vocabulary_size == VOCABULARY_SIZE
     assert runner.weight_bytes > 4 * VOCABULARY_SIZE * 128  # at least the embedding in float32
 
-    result = harness.measure(lambda: runner, model={"name": "tiny", "variant": "keras", "path": "memory",
-                                                   "format": "keras", "sha256": None, "size_bytes": 0},
-                             runs=2, warmup_runs=0, min_seconds=0.0, progress=None)
+    result = harness.measure(
+        lambda: runner,
+        model={
+            "name": "tiny",
+            "variant": "keras",
+            "path": "memory",
+            "format": "keras",
+            "sha256": None,
+            "size_bytes": 0,
+        },
+        runs=2,
+        warmup_runs=0,
+        min_seconds=0.0,
+        progress=None,
+    )
     assert result.model.variant == "keras" and result.latency.runs >= 2 and result.accuracy is None

@@ -18,10 +18,10 @@ import tarfile
 import pytest
 
 from benchmarks import results as results_lib
-from converter import pi_pack
+from converter.deploy import pi_pack
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PINS = REPO / "converter" / "pi_requirements.txt"
+PINS = REPO / "converter" / "deploy" / "pi_requirements.txt"
 
 
 def _pins(path: pathlib.Path) -> dict[str, str]:
@@ -56,8 +56,19 @@ def device_python(pack, tmp_path_factory) -> pathlib.Path:
     subprocess.run([base, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--only-binary=:all:", "-r", str(unpacked / "requirements.txt")],
-        capture_output=True, text=True, check=False,
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--only-binary=:all:",
+            "-r",
+            str(unpacked / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert install.returncode == 0, install.stderr[-2000:]
     return python
@@ -66,10 +77,21 @@ def device_python(pack, tmp_path_factory) -> pathlib.Path:
 def test_pack_holds_models_windows_runner_pins_manifest_and_readme(pack):
     assert pack.path.name == "pi-pack-tiny.tar.gz" and pack.modes == ("fp32", "dynamic")
     assert pack.path.with_name("pi-pack-tiny.tar.gz.sha256").read_text() == f"{pack.sha256}  pi-pack-tiny.tar.gz\n"
-    expected = {"README.md", "MANIFEST.sha256", "pack.json", "requirements.txt", "run_pi.py",
-                "models/tiny_fp32.tflite", "models/tiny_dynamic.tflite", "models/tiny_fp32.json",
-                "data/tiny_seq32_evaluation.npz", "benchmarks/harness.py", "benchmarks/device.py",
-                "representative_data/windows.py", "representative_data/__init__.py"}
+    expected = {
+        "README.md",
+        "MANIFEST.sha256",
+        "pack.json",
+        "requirements.txt",
+        "run_pi.py",
+        "models/tiny_fp32.tflite",
+        "models/tiny_dynamic.tflite",
+        "models/tiny_fp32.json",
+        "data/tiny_seq32_evaluation.npz",
+        "benchmarks/harness.py",
+        "benchmarks/device.py",
+        "representative_data/windows.py",
+        "representative_data/__init__.py",
+    }
     assert expected <= set(pack.files)
     assert not {"benchmarks/report.py", "benchmarks/__main__.py", "benchmarks/pi_runner.py"} & set(pack.files)
     with tarfile.open(pack.path) as tar:
@@ -85,10 +107,15 @@ def test_pack_holds_models_windows_runner_pins_manifest_and_readme(pack):
     assert dynamic["compatibility"]["tflite-runtime 2.14.0"] == "refuses"
     assert dynamic["compatibility"]["ai-edge-litert 2.3.0"] == "loads"
     assert description["reference"] == "models/tiny_fp32.tflite"
-    for command in ("sha256sum -c pi-pack-tiny.tar.gz.sha256", "tar -xzf pi-pack-tiny.tar.gz",
-                    "python3 -m venv ~/pi-pack-venv", "pip install --only-binary=:all: -r requirements.txt",
-                    "~/pi-pack-venv/bin/python run_pi.py", "make pi-report RESULTS=pi-results",
-                    "scp -r \"$PI:pi-pack-tiny/results\" ./pi-results"):
+    for command in (
+        "sha256sum -c pi-pack-tiny.tar.gz.sha256",
+        "tar -xzf pi-pack-tiny.tar.gz",
+        "python3 -m venv ~/pi-pack-venv",
+        "pip install --only-binary=:all: -r requirements.txt",
+        "~/pi-pack-venv/bin/python run_pi.py",
+        "make pi-report RESULTS=pi-results",
+        'scp -r "$PI:pi-pack-tiny/results" ./pi-results',
+    ):
         assert command in readme, command
     assert "$" + "model" not in readme and "tflite-runtime 2.14 loads `fp32`" in readme
 
@@ -104,28 +131,67 @@ def test_pins_have_wheels_for_aarch64_cpython_311_and_nothing_else_is_pulled_in(
     # The resolver's view of a Pi: pip fetches metadata only, not the wheels.
     report = tmp_path / "report.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--report", str(report),
-         "--target", str(tmp_path / "target"), "--platform", "manylinux_2_27_aarch64", "--python-version", "3.11",
-         "--implementation", "cp", "--abi", "cp311", "--only-binary=:all:", "-r", str(PINS)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--quiet",
+            "--ignore-installed",
+            "--report",
+            str(report),
+            "--target",
+            str(tmp_path / "target"),
+            "--platform",
+            "manylinux_2_27_aarch64",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+            "--only-binary=:all:",
+            "-r",
+            str(PINS),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    wheels = {item["metadata"]["name"].lower().replace("_", "-").replace(".", "-"):
-              item["download_info"]["url"].rsplit("/", 1)[-1] for item in json.loads(report.read_text())["install"]}
+    wheels = {
+        item["metadata"]["name"].lower().replace("_", "-").replace(".", "-"): item["download_info"]["url"].rsplit(
+            "/", 1
+        )[-1]
+        for item in json.loads(report.read_text())["install"]
+    }
     assert set(wheels) == set(_pins(PINS))
     for name in ("ai-edge-litert", "numpy", "ml-dtypes"):
         assert "cp311" in wheels[name] and "aarch64" in wheels[name], wheels[name]
 
 
+@pytest.mark.large
 def test_pack_runs_in_a_fresh_venv_without_tensorflow_and_writes_valid_results(pack, device_python, tmp_path):
     freeze = subprocess.run([str(device_python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True)
     installed = {line.split("==")[0].lower().replace("_", "-").replace(".", "-") for line in freeze.stdout.split()}
     assert installed == set(_pins(PINS))  # numpy, ai-edge-litert and its own dependencies: no TensorFlow
     unpacked = _unpack(pack, tmp_path)
     completed = subprocess.run(
-        [str(device_python), "run_pi.py", "--threads=1,2", "--repeats=2", "--runs=3", "--min_seconds=0.05",
-         "--max_windows=2"],
-        cwd=unpacked, capture_output=True, text=True, check=False, env={"PATH": os.environ["PATH"]},
+        [
+            str(device_python),
+            "run_pi.py",
+            "--threads=1,2",
+            "--repeats=2",
+            "--runs=3",
+            "--min_seconds=0.05",
+            "--max_windows=2",
+        ],
+        cwd=unpacked,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": os.environ["PATH"]},
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "every file matches MANIFEST.sha256" in completed.stderr
@@ -160,8 +226,10 @@ def test_changed_or_missing_files_are_refused_before_anything_runs(pack, tmp_pat
     (unpacked / "benchmarks" / "timing.py").unlink()
     completed = subprocess.run([sys.executable, "run_pi.py"], cwd=unpacked, capture_output=True, text=True, check=False)
     assert completed.returncode == 2
-    assert "error: The pack was changed or damaged after it was built (changed: models/tiny_dynamic.tflite; " \
-           "missing: benchmarks/timing.py)" in completed.stderr
+    assert (
+        "error: The pack was changed or damaged after it was built (changed: models/tiny_dynamic.tflite; "
+        "missing: benchmarks/timing.py)" in completed.stderr
+    )
     assert "sha256sum -c" in completed.stderr
     assert not (unpacked / "results").exists()
 
@@ -175,8 +243,13 @@ def test_results_folder_that_cannot_be_written_is_refused(pack, tmp_path):
     unpacked = _unpack(pack, tmp_path)
     blocker = tmp_path / "file"
     blocker.write_text("")
-    completed = subprocess.run([sys.executable, "run_pi.py", f"--results_dir={blocker}"], cwd=unpacked,
-                               capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        [sys.executable, "run_pi.py", f"--results_dir={blocker}"],
+        cwd=unpacked,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert completed.returncode == 2 and "is a file; pass a folder" in completed.stderr
 
 
@@ -201,11 +274,25 @@ def test_missing_mode_existing_pack_and_cli_errors(converted_tiny_lm, pack, tmp_
     assert pack.path.read_bytes() == before
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     completed = subprocess.run(
-        [sys.executable, "-m", "converter.pi_pack", "--model=tiny", "--modes=fp32", f"--build_dir={build_dir}",
-         f"--out={pack.path}"], cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "converter.cli.pi_pack",
+            "--model=tiny",
+            "--modes=fp32",
+            f"--build_dir={build_dir}",
+            f"--out={pack.path}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert completed.returncode == 2 and "error:" in completed.stderr and "exists" in completed.stderr
 
 
+@pytest.mark.large
 def test_make_pi_pack_converts_what_is_missing_and_packs_it(tmp_path):
     import keras
     import keras_hub
@@ -214,20 +301,40 @@ def test_make_pi_pack_converts_what_is_missing_and_packs_it(tmp_path):
 
     keras.utils.set_random_seed(0)
     tokenizer = tiny_tokenizer()
-    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=tokenizer.vocabulary_size(), num_layers=1, num_heads=2,
-                                             hidden_dim=32, intermediate_dim=64, max_sequence_length=32)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=32,
+    )
     preset = tmp_path / "pi-preset"
     backbone.save_to_preset(str(preset))
     tokenizer.save_to_preset(str(preset))
     build = tmp_path / "build"
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    completed = subprocess.run(["make", "pi-pack", f"MODEL={preset}", "MODES=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"],
-                               cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        ["make", "pi-pack", f"MODEL={preset}", "MODES=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     with tarfile.open(build / "pi-pack-pi-preset.tar.gz") as tar:
         names = set(tar.getnames())
-    assert {"pi-pack-pi-preset/models/pi-preset_fp32.tflite",
-            "pi-pack-pi-preset/data/pi-preset_seq16_evaluation.npz"} <= names
-    again = subprocess.run(["make", "pi-pack", f"MODEL={preset}", "MODES=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"],
-                           cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert {
+        "pi-pack-pi-preset/models/pi-preset_fp32.tflite",
+        "pi-pack-pi-preset/data/pi-preset_seq16_evaluation.npz",
+    } <= names
+    again = subprocess.run(
+        ["make", "pi-pack", f"MODEL={preset}", "MODES=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert again.returncode != 0 and "OVERWRITE=1" in again.stderr

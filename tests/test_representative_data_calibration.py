@@ -29,11 +29,7 @@ def test_samples_are_dicts_of_int32_batch_one_windows_in_order():
 def test_samples_include_padding_mask_when_model_has_that_input():
     windows = _windows()
 
-    samples = list(
-        representative_dataset(
-            windows, input_names=("token_ids", "padding_mask"), progress=False
-        )()
-    )
+    samples = list(representative_dataset(windows, input_names=("token_ids", "padding_mask"), progress=False)())
 
     assert set(samples[-1]) == {"token_ids", "padding_mask"}
     assert samples[-1]["padding_mask"].dtype == np.int32
@@ -126,9 +122,7 @@ def test_tflite_converter_calibrates_with_the_samples(capsys):
             self.output_weights = tf.Variable(tf.random.stateless_normal([4, 16], seed=[3, 4]))
 
         @tf.function(
-            input_signature=[
-                tf.TensorSpec([1, seq_len], tf.int32, name=name) for name in SUPPORTED_INPUT_NAMES
-            ]
+            input_signature=[tf.TensorSpec([1, seq_len], tf.int32, name=name) for name in SUPPORTED_INPUT_NAMES]
         )
         def __call__(self, token_ids, padding_mask):
             mask = tf.cast(padding_mask, tf.float32)[..., None]
@@ -136,9 +130,7 @@ def test_tflite_converter_calibrates_with_the_samples(capsys):
             return {"logits": tf.matmul(hidden, self.output_weights)}
 
     model = TinyModel()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [model.__call__.get_concrete_function()], model
-    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([model.__call__.get_concrete_function()], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.representative_dataset = representative_dataset(

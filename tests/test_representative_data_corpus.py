@@ -72,9 +72,7 @@ def test_jsonl_reads_custom_text_field(tmp_path):
 
 
 def test_jsonl_whitespace_only_documents_are_dropped(tmp_path):
-    path = _write_jsonl(
-        tmp_path / "docs.jsonl", [json.dumps({"text": " \n "}), json.dumps({"text": "kept"})]
-    )
+    path = _write_jsonl(tmp_path / "docs.jsonl", [json.dumps({"text": " \n "}), json.dumps({"text": "kept"})])
 
     assert corpus.load_corpus(path) == ["kept"]
 
@@ -144,9 +142,7 @@ def test_non_utf8_jsonl_is_rejected_before_parsing(tmp_path):
 
 
 def test_jsonl_invalid_json_names_file_and_line_number(tmp_path):
-    path = _write_jsonl(
-        tmp_path / "bad.jsonl", [json.dumps({"text": "a"}), "", "{not json}"]
-    )
+    path = _write_jsonl(tmp_path / "bad.jsonl", [json.dumps({"text": "a"}), "", "{not json}"])
 
     with pytest.raises(corpus.CorpusError, match=r"bad\.jsonl line 3 is not valid JSON"):
         corpus.load_corpus(path)
@@ -160,9 +156,7 @@ def test_jsonl_line_that_is_not_an_object_names_line(tmp_path):
 
 
 def test_jsonl_missing_text_field_names_line_and_field(tmp_path):
-    path = _write_jsonl(
-        tmp_path / "docs.jsonl", [json.dumps({"text": "a"}), json.dumps({"body": "b"})]
-    )
+    path = _write_jsonl(tmp_path / "docs.jsonl", [json.dumps({"text": "a"}), json.dumps({"body": "b"})])
 
     with pytest.raises(corpus.CorpusError, match=r"line 2 has no field 'text'.*'body'"):
         corpus.load_corpus(path)

@@ -51,9 +51,7 @@ def test_builtin_corpus_gives_disjoint_splits_with_full_metadata():
         assert split.seq_len == 64
     assert calibration.metadata["split"] == "calibration"
     assert evaluation.metadata["split"] == "evaluation"
-    assert set(calibration.metadata["window_indices"]).isdisjoint(
-        evaluation.metadata["window_indices"]
-    )
+    assert set(calibration.metadata["window_indices"]).isdisjoint(evaluation.metadata["window_indices"])
     total = calibration.metadata["source_num_windows"]
     assert evaluation.num_windows == round(total * 0.1)
     assert calibration.num_windows + evaluation.num_windows == total
@@ -70,9 +68,7 @@ def test_windows_reassemble_into_the_separated_token_stream(tmp_path):
 
     rows = {}
     for split in (calibration, evaluation):
-        for index, ids, mask in zip(
-            split.metadata["window_indices"], split.token_ids, split.padding_mask
-        ):
+        for index, ids, mask in zip(split.metadata["window_indices"], split.token_ids, split.padding_mask):
             rows[index] = ids[mask == 1]
     stream = np.concatenate([rows[index] for index in sorted(rows)])
     expected = b"\x00".join(document.encode() for document in documents)

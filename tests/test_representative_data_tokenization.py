@@ -185,9 +185,7 @@ def test_tokenizer_with_sequence_length_is_refused():
 
 
 def test_tokenizer_returning_strings_says_to_use_int32():
-    tokenizer = keras_hub.tokenizers.WordPieceTokenizer(
-        vocabulary=["[PAD]", "[UNK]", "the"], dtype="string"
-    )
+    tokenizer = keras_hub.tokenizers.WordPieceTokenizer(vocabulary=["[PAD]", "[UNK]", "the"], dtype="string")
 
     with pytest.raises(ValueError, match="dtype='int32'"):
         TokenizerAdapter(tokenizer).encode("the")

@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 
 import converter
-from converter import check, inspection, probe_models, runtime_envs, runtime_support
+from converter.compat import check, runtime_support
+from converter.tflite_file import inspection
+from converter.tools import probe_models, runtime_envs
+
 from helpers import SEQ_LEN, random_windows, tiny_gpt2_causal_lm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -34,8 +37,13 @@ def _tiny_llama():
 
     keras.utils.set_random_seed(1)
     backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=512, num_layers=2, num_query_heads=4, num_key_value_heads=1, hidden_dim=64,
-        intermediate_dim=128, tie_word_embeddings=False,
+        vocabulary_size=512,
+        num_layers=2,
+        num_query_heads=4,
+        num_key_value_heads=1,
+        hidden_dim=64,
+        intermediate_dim=128,
+        tie_word_embeddings=False,
     )
     model = keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
     rng = np.random.default_rng(1)
@@ -77,6 +85,7 @@ def actual(models, tmp_path_factory) -> dict[str, dict[str, runtime_envs.LoadOut
     return outcomes
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("spec", CHECKED_RUNTIMES)
 def test_preflight_verdicts_agree_with_loading_in_the_runtime(models, actual, spec):
     release = runtime_envs.release(spec)
@@ -87,6 +96,7 @@ def test_preflight_verdicts_agree_with_loading_in_the_runtime(models, actual, sp
         assert (verdict.verdict is check.Verdict.LOADS) == outcome.loads, (key, verdict.findings, outcome)
 
 
+@pytest.mark.large
 def test_tflite_runtime_2_14_refuses_dynamic_and_int16x8_and_loads_the_rest(models, actual):
     # The measured facts behind the table, stated plainly.
     loads = {key: outcome.loads for key, outcome in actual["tflite-runtime 2.14.0"].items()}
@@ -111,7 +121,10 @@ def test_min_runtime_version_metadata_alone_would_be_wrong(models):
     assert report.min_runtime_version == "2.9.0"
     assert report.verdicts[0].verdict is check.Verdict.REFUSES
     reasons = "\n".join(f.reason for f in report.verdicts[0].findings)
-    assert "FULLY_CONNECTED version 5 (int16,int16,- -> int16) is registered but its kernel refuses these tensors" in reasons
+    assert (
+        "FULLY_CONNECTED version 5 (int16,int16,- -> int16) is registered but its kernel refuses these tensors"
+        in reasons
+    )
 
 
 def _edited(path: pathlib.Path, out: pathlib.Path, edit) -> pathlib.Path:
@@ -145,8 +158,10 @@ def test_unregistered_version_is_refused_and_unprobed_one_is_unknown(models, tmp
     assert "FULLY_CONNECTED version 11 is not registered (it has versions 1-10)" in verdict.findings[0].reason
     release = runtime_envs.release("tflite-runtime==2.14.0")
     _, outcome = runtime_envs.load_models(
-        runtime_envs.runtime_python(release, venvs_dir=VENVS), release,
-        [{"id": "fc11", "model": str(eleven), "inputs": None}], work_dir=tmp_path,
+        runtime_envs.runtime_python(release, venvs_dir=VENVS),
+        release,
+        [{"id": "fc11", "model": str(eleven), "inputs": None}],
+        work_dir=tmp_path,
     )
     assert not outcome["fc11"].loads and "'FULLY_CONNECTED' version '11'" in outcome["fc11"].error
 
@@ -175,8 +190,14 @@ def test_flex_op_is_refused_by_every_probed_runtime(models, tmp_path):
 
 def _cli(*arguments):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "converter.check", *arguments], cwd=REPO, env=env,
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "converter.check", *arguments],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_cli_exit_status_says_whether_every_runtime_loads_the_model(models):
@@ -209,24 +230,32 @@ def test_target_runtime_refuses_a_mode_it_cannot_load_before_writing(tmp_path):
     model = tiny_gpt2_causal_lm()
     out = tmp_path / "m_dynamic.tflite"
     with pytest.raises(check.IncompatibleModelError) as error:
-        converter.convert_keras(model, "dynamic", seq_len=SEQ_LEN, output_path=out, target_runtime="tflite-runtime==2.14",
-                                progress=False)
+        converter.convert_keras(
+            model, "dynamic", seq_len=SEQ_LEN, output_path=out, target_runtime="tflite-runtime==2.14", progress=False
+        )
     message = str(error.value)
     assert "tflite-runtime 2.14.0 cannot load this dynamic model: FULLY_CONNECTED version 12" in message
     assert "Convert with --mode=int8 or --mode=fp16" in message and "pip install ai-edge-litert==2.3.0" in message
     assert (error.value.op, error.value.version) == ("FULLY_CONNECTED", 12)
     assert not out.exists() and not out.with_suffix(".json").exists()
 
-    fp16 = converter.convert_keras(model, "fp16", seq_len=SEQ_LEN, output_path=tmp_path / "m_fp16.tflite",
-                                   target_runtime="tflite-runtime==2.14", progress=False)
+    fp16 = converter.convert_keras(
+        model,
+        "fp16",
+        seq_len=SEQ_LEN,
+        output_path=tmp_path / "m_fp16.tflite",
+        target_runtime="tflite-runtime==2.14",
+        progress=False,
+    )
     report = json.loads(pathlib.Path(fp16.path).with_suffix(".json").read_text())
     assert report["compatibility"]["verdicts"]["tflite-runtime 2.14.0"] == "loads"
 
 
 def test_target_runtime_never_probed_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="tflite-runtime==2.13 was never probed"):
-        converter.convert_keras("tiny-gpt2", "fp32", target_runtime="tflite-runtime==2.13",
-                                output_path=tmp_path / "m_fp32.tflite")
+        converter.convert_keras(
+            "tiny-gpt2", "fp32", target_runtime="tflite-runtime==2.13", output_path=tmp_path / "m_fp32.tflite"
+        )
 
 
 def test_cli_target_runtime_refusal_exits_2_and_writes_nothing(tmp_path):
@@ -237,9 +266,21 @@ def test_cli_target_runtime_refusal_exits_2_and_writes_nothing(tmp_path):
     plain.save(tmp_path / "plain.keras")
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     completed = subprocess.run(
-        [sys.executable, "-m", "converter", f"--model={tmp_path / 'plain.keras'}", "--mode=dynamic", "--seq_len=8",
-         f"--build_dir={tmp_path / 'build'}", "--target_runtime=tflite-runtime==2.14"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "converter",
+            f"--model={tmp_path / 'plain.keras'}",
+            "--mode=dynamic",
+            "--seq_len=8",
+            f"--build_dir={tmp_path / 'build'}",
+            "--target_runtime=tflite-runtime==2.14",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "error: tflite-runtime 2.14.0 cannot load this dynamic model: FULLY_CONNECTED version 12" in completed.stderr

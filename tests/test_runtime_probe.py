@@ -15,7 +15,10 @@ import pytest
 from ai_edge_litert import interpreter as litert
 
 import converter
-from converter import inspection, probe_models, runtime_probe, runtime_support
+from converter.compat import runtime_support
+from converter.tflite_file import inspection
+from converter.tools import probe_models, runtime_probe
+
 from helpers import SEQ_LEN, random_windows, tiny_gpt2_causal_lm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -28,8 +31,14 @@ def converted(tmp_path_factory) -> dict[str, pathlib.Path]:
     paths = {}
     for mode in ("fp16", "int8"):
         paths[mode] = folder / f"tiny_{mode}.tflite"
-        converter.convert_keras(model, mode, calibration=random_windows(num_windows=8), seq_len=SEQ_LEN,
-                                output_path=paths[mode], progress=False)
+        converter.convert_keras(
+            model,
+            mode,
+            calibration=random_windows(num_windows=8),
+            seq_len=SEQ_LEN,
+            output_path=paths[mode],
+            progress=False,
+        )
     return paths
 
 
@@ -58,8 +67,11 @@ def test_single_op_probes_compute_exactly_what_the_op_computed_in_the_whole_mode
 
 
 def test_an_op_on_constants_alone_gets_its_input_fed(converted):
-    dequantize = next(p for p in probe_models.single_op_probes(converted["fp16"])
-                      if p.signature.key == "DEQUANTIZE/v3 float16 -> float32")
+    dequantize = next(
+        p
+        for p in probe_models.single_op_probes(converted["fp16"])
+        if p.signature.key == "DEQUANTIZE/v3 float16 -> float32"
+    )
     assert list(dequantize.inputs) == ["0"] and dequantize.inputs["0"].dtype == np.float16
 
 
@@ -76,7 +88,7 @@ def test_edited_op_codes_are_refused_as_the_runtime_refuses_them(converted):
 def test_stored_table_says_where_it_came_from_and_is_current():
     table = runtime_support.load_table()
     data = json.loads(runtime_support.TABLE_PATH.read_text())
-    assert table.generated_by.startswith("python -m converter.runtime_probe")
+    assert table.generated_by.startswith("python -m converter.cli.runtime_probe")
     assert "single-op model" in table.method and table.created[:4].isdigit()
     labels = [r.label for r in table.runtimes]
     assert "tflite-runtime 2.14.0" in labels and "ai-edge-litert 2.3.0" in labels
@@ -102,8 +114,12 @@ def test_stored_table_whole_models_agree_with_their_op_signatures():
 
 def test_inconsistent_verdicts_are_caught():
     plan = {"whole": {"m": {"architecture": "gpt2", "mode": "fp32", "signatures": ["A/v1 float32 -> float32"]}}}
-    entry = {"name": "rt", "version": "1.0.0", "modes": {"gpt2": {"fp32": {"loads": True}}},
-             "op_signatures": {"A/v1 float32 -> float32": {"loads": False, "error": "no"}}}
+    entry = {
+        "name": "rt",
+        "version": "1.0.0",
+        "modes": {"gpt2": {"fp32": {"loads": True}}},
+        "op_signatures": {"A/v1 float32 -> float32": {"loads": False, "error": "no"}},
+    }
     assert runtime_probe.inconsistencies(entry, plan) == [
         "rt 1.0.0: the gpt2 fp32 model loads but its op signatures say it should not"
     ]
@@ -111,14 +127,26 @@ def test_inconsistent_verdicts_are_caught():
 
 def _probe_cli(*arguments):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "converter.runtime_probe", *arguments], cwd=REPO, env=env,
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "converter.cli.runtime_probe", *arguments],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
+@pytest.mark.large
 def test_probe_cli_writes_a_table_for_the_runtimes_asked_for(tmp_path):
     out = tmp_path / "support.json"
-    completed = _probe_cli("--runtimes=ai-edge-litert==2.3.0", "--probe_models=gpt2-fresh", "--modes=fp32,dynamic",
-                           f"--out={out}", f"--work_dir={tmp_path / 'work'}")
+    completed = _probe_cli(
+        "--runtimes=ai-edge-litert==2.3.0",
+        "--probe_models=gpt2-fresh",
+        "--modes=fp32,dynamic",
+        f"--out={out}",
+        f"--work_dir={tmp_path / 'work'}",
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     table = runtime_support.load_table(out)
     assert [r.label for r in table.runtimes] == ["ai-edge-litert 2.3.0"]
@@ -126,15 +154,23 @@ def test_probe_cli_writes_a_table_for_the_runtimes_asked_for(tmp_path):
     assert "FULLY_CONNECTED/v12 float32,int8,- -> float32" in table.runtimes[0].op_signatures
     assert table.runtimes[0].registered_versions["FULLY_CONNECTED"]["registered"][-1] >= 12
     assert "--probe_models=gpt2-fresh --modes=fp32,dynamic" in table.generated_by
-    dry = subprocess.run(["make", "-n", "runtime-probe", "RUNTIMES=tflite-runtime==2.14.0"], cwd=REPO,
-                         capture_output=True, text=True, check=False)
-    assert "-m converter.runtime_probe" in dry.stdout and "--runtimes=tflite-runtime==2.14.0" in dry.stdout
+    dry = subprocess.run(
+        ["make", "-n", "runtime-probe", "RUNTIMES=tflite-runtime==2.14.0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "-m converter.cli.runtime_probe" in dry.stdout and "--runtimes=tflite-runtime==2.14.0" in dry.stdout
 
 
-@pytest.mark.parametrize("runtime, message", [
-    ("onnxruntime==1.32.0", "Unknown runtime 'onnxruntime'"),
-    ("tflite-runtime==2.14", "Name an exact release to install, e.g. tflite-runtime==2.14.0"),
-])
+@pytest.mark.parametrize(
+    "runtime, message",
+    [
+        ("onnxruntime==1.32.0", "Unknown runtime 'onnxruntime'"),
+        ("tflite-runtime==2.14", "Name an exact release to install, e.g. tflite-runtime==2.14.0"),
+    ],
+)
 def test_probe_cli_refuses_runtimes_it_cannot_install(tmp_path, runtime, message):
     completed = _probe_cli(f"--runtimes={runtime}", f"--out={tmp_path / 'x.json'}")
     assert completed.returncode == 2 and message in completed.stderr

@@ -1,4 +1,4 @@
-"""converter.selective: op groups found by graph pattern, choice parsing, and float regions that keep the model close."""
+"""passes.selective: op groups found by graph pattern, choice parsing, float regions that keep the model close."""
 
 import numpy as np
 import pytest
@@ -13,26 +13,36 @@ def int8_model(request):
 
     model = tiny_gpt2_causal_lm() if request.param == "gpt2" else tiny_llama_causal_lm()
     windows = random_windows(seq_len=SEQ_LEN)
-    quantized = converter.convert_keras(model, "int8", calibration=windows, seq_len=SEQ_LEN, progress=False,
-                                        float_residual_stream=False, symmetric_matmul=False, keep_float=())
+    quantized = converter.convert_keras(
+        model,
+        "int8",
+        calibration=windows,
+        seq_len=SEQ_LEN,
+        progress=False,
+        float_residual_stream=False,
+        symmetric_matmul=False,
+        keep_float=(),
+    )
     reference = converter.convert_keras(model, "fp32", seq_len=SEQ_LEN, progress=False)
     return request.param, quantized.model, reference.model, windows
 
 
 def _kinds(model_object, ops):
-    from converter import inspection
+    from converter.tflite_file import inspection
 
     operators = model_object.subgraphs[0].operators
     return sorted(inspection.op_type_name(model_object, operators[i].opcodeIndex) for i in ops)
 
 
 def test_groups_find_two_layers_of_attention_and_mlp_and_one_logits_layer(int8_model):
-    from converter import inspection, selective
+    from converter.passes import selective
+    from converter.tflite_file import inspection
 
     family, model, _, _ = int8_model
     model_object = inspection.load_model_object(model)
-    selected = selective.select_ops(model_object, ["attention", "mlp_down", "mlp", "logits", "softmax",
-                                                   "name:transformer_layer_0"])
+    selected = selective.select_ops(
+        model_object, ["attention", "mlp_down", "mlp", "logits", "softmax", "name:transformer_layer_0"]
+    )
     attention = _kinds(model_object, selected["attention"])
     # Per layer: the score and the context BATCH_MATMUL, the SOFTMAX, and the scale and mask ops between.
     assert attention.count("BATCH_MATMUL") == 4 and attention.count("SOFTMAX") == 2
@@ -53,7 +63,8 @@ def test_groups_find_two_layers_of_attention_and_mlp_and_one_logits_layer(int8_m
 
 @pytest.mark.parametrize("choices", [("attention",), ("mlp_down",), ("mlp",), ("logits",), ("attention", "mlp_down")])
 def test_chosen_ops_run_in_float_and_the_model_gets_no_worse(int8_model, choices):
-    from converter import inspection, selective
+    from converter.passes import selective
+    from converter.tflite_file import inspection
 
     _, model, reference, windows = int8_model
     result = selective.keep_in_float(model, choices)
@@ -61,10 +72,16 @@ def test_chosen_ops_run_in_float_and_the_model_gets_no_worse(int8_model, choices
     before, after = inspection.inspect_model(model), inspection.inspect_model(result.model)
     selected = selective.select_ops(inspection.load_model_object(model), choices)
     kept = {before.ops[i].op for ops in selected.values() for i in ops}
+
     def float_inputs(inspected, kind):
         """Ops of `kind` that read a float activation (SELECT's first input is its boolean condition)."""
-        return sum(any(t >= 0 and inspected.tensors[t].dtype == "float32" and not inspected.tensors[t].is_constant
-                       for t in op.inputs) for op in inspected.ops_of_type(kind))
+        return sum(
+            any(
+                t >= 0 and inspected.tensors[t].dtype == "float32" and not inspected.tensors[t].is_constant
+                for t in op.inputs
+            )
+            for op in inspected.ops_of_type(kind)
+        )
 
     for kind in kept:
         assert float_inputs(after, kind) >= float_inputs(before, kind) + 1, kind
@@ -75,18 +92,29 @@ def test_chosen_ops_run_in_float_and_the_model_gets_no_worse(int8_model, choices
         assert after.tensors[op.inputs[1]].dtype == "int8"
     errors = []
     for candidate in (model, result.model):
-        errors.append(np.mean([np.abs(run_tflite(candidate, {"token_ids": windows.token_ids[i:i + 1]})
-                                      - run_tflite(reference, {"token_ids": windows.token_ids[i:i + 1]})).mean()
-                               for i in range(3)]))
+        errors.append(
+            np.mean(
+                [
+                    np.abs(
+                        run_tflite(candidate, {"token_ids": windows.token_ids[i : i + 1]})
+                        - run_tflite(reference, {"token_ids": windows.token_ids[i : i + 1]})
+                    ).mean()
+                    for i in range(3)
+                ]
+            )
+        )
     # Computing more in float can only remove rounding (a little slack for noise on random weights).
     assert errors[1] <= errors[0] * 1.05 + 1e-6, errors
 
 
 def test_choices_are_parsed_and_bad_ones_refused_with_what_is_valid():
-    from converter import selective
+    from converter.passes import selective
 
     assert selective.parse_choices("attention, softmax,name:layer_1/,attention") == (
-        "attention", "SOFTMAX", "name:layer_1/")
+        "attention",
+        "SOFTMAX",
+        "name:layer_1/",
+    )
     assert selective.parse_choices(None) == () and selective.parse_choices("") == ()
     with pytest.raises(ValueError, match="Use a group \\(attention, mlp_down, mlp, logits\\)"):
         selective.parse_choices("attn")
@@ -97,12 +125,18 @@ def test_choices_are_parsed_and_bad_ones_refused_with_what_is_valid():
 
 
 def test_a_choice_that_matches_nothing_says_so():
-    from converter import selective
+    from converter.passes import selective
 
     model = tiny_gpt2_causal_lm()
     import converter
 
-    quantized = converter.convert_keras(model, "int8", calibration=random_windows(seq_len=SEQ_LEN), seq_len=SEQ_LEN,
-                                        progress=False, keep_float="name:no_such_layer")
+    quantized = converter.convert_keras(
+        model,
+        "int8",
+        calibration=random_windows(seq_len=SEQ_LEN),
+        seq_len=SEQ_LEN,
+        progress=False,
+        keep_float="name:no_such_layer",
+    )
     assert "kept in float (name:no_such_layer): no op matched" in quantized.graph_changes
     assert selective.keep_in_float(quantized.model, ["name:no_such_layer"]).model == quantized.model

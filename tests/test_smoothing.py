@@ -22,8 +22,12 @@ def _tiny_llama(seed: int = 0, *, random_norms: bool = True):
 
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=VOCABULARY_SIZE, num_layers=2, num_query_heads=4, num_key_value_heads=2,
-        hidden_dim=64, intermediate_dim=128,
+        vocabulary_size=VOCABULARY_SIZE,
+        num_layers=2,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        hidden_dim=64,
+        intermediate_dim=128,
     )
     rng = np.random.default_rng(seed)
     for variable in backbone.weights:
@@ -45,7 +49,7 @@ def _gpt2():
 
 def _feeds(count: int = 4, seed: int = 0):
     windows = random_windows(seq_len=SEQ_LEN, seed=seed)
-    return [windows.token_ids[i:i + 1] for i in range(count)]
+    return [windows.token_ids[i : i + 1] for i in range(count)]
 
 
 def _logits(model, ids):
@@ -62,7 +66,7 @@ def _same(before, model) -> bool:
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_the_float_function_is_unchanged_and_every_weight_comes_back_bit_for_bit(family):
-    from converter import smoothing
+    from converter.passes import smoothing
 
     model = _tiny_llama() if family == "llama" else _gpt2()
     ids = random_windows(seq_len=SEQ_LEN, seed=5).token_ids[:2]
@@ -89,7 +93,7 @@ def test_the_float_function_is_unchanged_and_every_weight_comes_back_bit_for_bit
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_the_report_states_the_activations_the_smoothed_model_really_has(family):
-    from converter import smoothing
+    from converter.passes import smoothing
 
     model = _tiny_llama() if family == "llama" else _gpt2()
     feeds = _feeds()
@@ -105,7 +109,7 @@ def test_the_report_states_the_activations_the_smoothed_model_really_has(family)
 
 
 def test_weights_are_restored_when_the_block_raises():
-    from converter import smoothing
+    from converter.passes import smoothing
 
     model = _tiny_llama()
     before = _weights(model)
@@ -122,11 +126,15 @@ def test_unsupported_models_and_arguments_are_refused_before_any_work():
     import keras
     import keras_hub
 
-    from converter import smoothing
+    from converter.passes import smoothing
 
     keras.utils.set_random_seed(0)
     mistral = keras_hub.models.MistralBackbone(
-        vocabulary_size=64, num_layers=1, num_query_heads=2, num_key_value_heads=1, hidden_dim=16,
+        vocabulary_size=64,
+        num_layers=1,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=16,
         intermediate_dim=32,
     )
     plain = keras.Sequential([keras.Input((SEQ_LEN,), dtype="int32"), keras.layers.Embedding(64, 8)])
@@ -139,9 +147,8 @@ def test_unsupported_models_and_arguments_are_refused_before_any_work():
         assert "Llama" in str(error.value) and "GPT-2" in str(error.value)
         assert _same(before, model)
     llama = _tiny_llama()
-    with pytest.raises(ValueError, match="alpha"):
-        with smoothing.smoothed(llama, _feeds(1), alpha=1.5):
-            pass
+    with pytest.raises(ValueError, match="alpha"), smoothing.smoothed(llama, _feeds(1), alpha=1.5):
+        pass
     with pytest.raises(ValueError, match="Unknown SmoothQuant sites.*choose from down, norm, attention_output"):
         with smoothing.smoothed(llama, _feeds(1), sites="down,qkv"):
             pass
@@ -152,7 +159,7 @@ def test_unsupported_models_and_arguments_are_refused_before_any_work():
 
 def test_smoothing_rescues_int8_from_a_planted_outlier_channel_in_the_down_projection_input():
     import converter
-    from converter import smoothing
+    from converter.passes import smoothing
 
     model = _tiny_llama(random_norms=False)
     # One up-projection column x100: channel 7 of `silu(gate) * up` is ~100x the others in every layer,
@@ -169,14 +176,14 @@ def test_smoothing_rescues_int8_from_a_planted_outlier_channel_in_the_down_proje
     def logit_error(model_bytes) -> float:
         errors = []
         for i in range(evaluation.num_windows):
-            ids = evaluation.token_ids[i:i + 1]
+            ids = evaluation.token_ids[i : i + 1]
             reference = _logits(model, ids)
             actual = run_tflite(model_bytes, {"token_ids": ids})
-            errors.append(np.sqrt(np.mean((actual - reference) ** 2) / np.mean(reference ** 2)))
+            errors.append(np.sqrt(np.mean((actual - reference) ** 2) / np.mean(reference**2)))
         return float(np.mean(errors))
 
     plain = converter.convert_keras(model, "int8", calibration=calibration, seq_len=SEQ_LEN, progress=False)
-    feeds = [calibration.token_ids[i:i + 1] for i in range(calibration.num_windows)]
+    feeds = [calibration.token_ids[i : i + 1] for i in range(calibration.num_windows)]
     with smoothing.smoothed(model, feeds, alpha=0.5, sites=("down",)) as report:
         smoothed = converter.convert_keras(model, "int8", calibration=calibration, seq_len=SEQ_LEN, progress=False)
     assert all(site.peak_to_rms_before > 50 for site in report.smoothed)

@@ -7,8 +7,22 @@ from ai_edge_litert import interpreter as litert
 from helpers import SEQ_LEN, random_windows, tiny_gpt2_causal_lm, tiny_llama_causal_lm
 
 # Ops that copy int8 values: their int8 inputs and outputs must agree.
-_TIED = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "TILE", "GATHER", "SLICE", "STRIDED_SLICE",
-         "SPLIT", "SPLIT_V", "PACK", "UNPACK", "CONCATENATION", "BROADCAST_TO"}
+_TIED = {
+    "RESHAPE",
+    "TRANSPOSE",
+    "SQUEEZE",
+    "EXPAND_DIMS",
+    "TILE",
+    "GATHER",
+    "SLICE",
+    "STRIDED_SLICE",
+    "SPLIT",
+    "SPLIT_V",
+    "PACK",
+    "UNPACK",
+    "CONCATENATION",
+    "BROADCAST_TO",
+}
 # Measured on these tiny models (4 windows): the largest logit change from
 # the rewrite was 0.026 (GPT-2) and 0.011 (Llama), with XNNPACK or LiteRT's
 # own kernels alike. That is the size of the int8-vs-fp32 error (0.027,
@@ -25,23 +39,25 @@ def int8_lm(request):
     # The Llama's K/V go through TILE (grouped-query attention) on their way to the BMM.
     model = tiny_gpt2_causal_lm() if request.param == "gpt2" else tiny_llama_causal_lm()
     windows = random_windows(seq_len=SEQ_LEN)
-    result = converter.convert_keras(model, "int8", calibration=windows, seq_len=SEQ_LEN, progress=False,
-                                     symmetric_matmul=False)
+    result = converter.convert_keras(
+        model, "int8", calibration=windows, seq_len=SEQ_LEN, progress=False, symmetric_matmul=False
+    )
     return request.param, result.model, windows
 
 
 def test_int8_conversion_makes_the_operands_symmetric_by_default():
     import converter
 
-    result = converter.convert_keras(tiny_gpt2_causal_lm(), "int8", calibration=random_windows(seq_len=SEQ_LEN),
-                                     seq_len=SEQ_LEN, progress=False)
+    result = converter.convert_keras(
+        tiny_gpt2_causal_lm(), "int8", calibration=random_windows(seq_len=SEQ_LEN), seq_len=SEQ_LEN, progress=False
+    )
     assert any(c.startswith("attention BATCH_MATMUL operand B made symmetric") for c in result.graph_changes)
     assert result.recipe["symmetric_matmul"] is True
     assert _int8_matmuls(_model(result.model)) and all(zp == 0 for zp in _int8_matmuls(_model(result.model)).values())
 
 
 def _model(content: bytes):
-    from converter import inspection
+    from converter.tflite_file import inspection
 
     return inspection.load_model_object(content)
 
@@ -54,23 +70,29 @@ def _params(model, tensor: int):
 
 
 def _ops(model, *kinds):
-    from converter import inspection
+    from converter.tflite_file import inspection
 
-    return [(i, inspection.op_type_name(model, op.opcodeIndex), op) for i, op in enumerate(model.subgraphs[0].operators)
-            if not kinds or inspection.op_type_name(model, op.opcodeIndex) in kinds]
+    return [
+        (i, inspection.op_type_name(model, op.opcodeIndex), op)
+        for i, op in enumerate(model.subgraphs[0].operators)
+        if not kinds or inspection.op_type_name(model, op.opcodeIndex) in kinds
+    ]
 
 
 def _int8_type() -> int:
-    from converter import inspection
+    from converter.tflite_file import inspection
 
-    return inspection._schema().TensorType.INT8  # pylint: disable=protected-access
+    return inspection.schema().TensorType.INT8
 
 
 def _int8_matmuls(model) -> dict[int, int]:
     """Op index -> zero point of input 1, for every BATCH_MATMUL whose input 1 is int8."""
     int8 = _int8_type()
-    return {i: _params(model, op.inputs[1])[1][0] for i, _, op in _ops(model, "BATCH_MATMUL")
-            if model.subgraphs[0].tensors[op.inputs[1]].type == int8}
+    return {
+        i: _params(model, op.inputs[1])[1][0]
+        for i, _, op in _ops(model, "BATCH_MATMUL")
+        if model.subgraphs[0].tensors[op.inputs[1]].type == int8
+    }
 
 
 def _delegated_matmuls(content: bytes, tmp_path, name: str) -> dict[int, bool]:
@@ -87,11 +109,11 @@ def _logits(content: bytes, token_ids: np.ndarray, *, xnnpack: bool = True) -> n
     builtin_only = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     kwargs = {} if xnnpack else {"experimental_op_resolver_type": builtin_only}
     runner = litert.Interpreter(model_content=content, **kwargs).get_signature_runner()
-    return np.concatenate([runner(token_ids=token_ids[k:k + 1])["logits"] for k in range(len(token_ids))])
+    return np.concatenate([runner(token_ids=token_ids[k : k + 1])["logits"] for k in range(len(token_ids))])
 
 
 def test_matmul_operand_b_gets_zero_point_0_and_xnnpack_runs_every_int8_matmul(int8_lm, tmp_path):
-    from converter import symmetric_operands
+    from converter.passes import symmetric_operands
 
     family, before, windows = int8_lm
     result = symmetric_operands.symmetric_matmul_operands(before)
@@ -141,7 +163,7 @@ def test_matmul_operand_b_gets_zero_point_0_and_xnnpack_runs_every_int8_matmul(i
 
 
 def test_float_and_dynamic_models_are_left_unchanged(converted_tiny_lm):
-    from converter import symmetric_operands
+    from converter.passes import symmetric_operands
 
     for mode in ("fp32", "dynamic"):
         content = converted_tiny_lm[mode].read_bytes()
@@ -151,9 +173,9 @@ def test_float_and_dynamic_models_are_left_unchanged(converted_tiny_lm):
 
 def _single_matmul_model(*, b_is_graph_input: bool) -> bytes:
     """int8 A[1,2,3] x B[1,3,4] -> [1,2,4], B with zero point 5, fed by a RESHAPE or directly a graph input."""
-    from converter import float_regions, inspection
+    from converter.tflite_file import inspection, writing
 
-    schema = inspection._schema()  # pylint: disable=protected-access
+    schema = inspection.schema()
     model = schema.ModelT()
     model.version = 3
     model.buffers = [schema.BufferT(), schema.BufferT()]
@@ -197,12 +219,12 @@ def _single_matmul_model(*, b_is_graph_input: bool) -> bytes:
         graph.operators, graph.inputs = [reshape, matmul], [0, 1]
     graph.outputs = [4]
     model.subgraphs = [graph]
-    return float_regions.pack(model)
+    return writing.pack(model)
 
 
 @pytest.mark.parametrize("b_is_graph_input", [True, False])
 def test_a_graph_input_keeps_its_parameters_and_the_reason_is_reported(b_is_graph_input):
-    from converter import symmetric_operands
+    from converter.passes import symmetric_operands
 
     # B is the graph input itself, or tied to it through a RESHAPE: either way
     # the caller quantizes with these parameters, so they must stay.
@@ -213,7 +235,7 @@ def test_a_graph_input_keeps_its_parameters_and_the_reason_is_reported(b_is_grap
 
 
 def test_the_symmetric_scale_covers_the_old_range():
-    from converter import symmetric_operands
+    from converter.passes import symmetric_operands
 
     assert symmetric_operands.symmetric_scale(0.05, 5) == pytest.approx(0.05 * 133 / 127)
     assert symmetric_operands.symmetric_scale(0.05, -20) == pytest.approx(0.05 * 147 / 127)

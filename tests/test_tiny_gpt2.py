@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from converter import tiny_gpt2
+from converter.models import tiny_gpt2
 from representative_data.corpus import builtin_corpus
 
 MICRO = dict(
@@ -32,9 +32,7 @@ MICRO = dict(
     min_improvement=None,
     verbose=0,
 )
-MICRO_SETTINGS = tiny_gpt2.TinyGpt2Settings(
-    **{key: value for key, value in MICRO.items() if key != "verbose"}
-)
+MICRO_SETTINGS = tiny_gpt2.TinyGpt2Settings(**{key: value for key, value in MICRO.items() if key != "verbose"})
 MODULE_PATH = pathlib.Path(tiny_gpt2.__file__)
 
 
@@ -55,9 +53,7 @@ def micro_trained():
 def _logits(causal_lm, windows):
     token_ids = windows[:, :-1]
     return np.asarray(
-        causal_lm.predict_on_batch(
-            {"token_ids": token_ids, "padding_mask": np.ones(token_ids.shape, dtype=bool)}
-        )
+        causal_lm.predict_on_batch({"token_ids": token_ids, "padding_mask": np.ones(token_ids.shape, dtype=bool)})
     )
 
 
@@ -273,7 +269,7 @@ def test_held_out_windows_are_the_converters_evaluation_windows(micro_trained, t
     # The converter cuts text with build_windows; one jsonl line per document
     # gives it the same documents the micro build trained on.
     corpus = tmp_path / "micro.jsonl"
-    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in builtin_corpus()[:MICRO["max_documents"]]))
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in builtin_corpus()[: MICRO["max_documents"]]))
     calibration, evaluation = representative_data.build_windows(
         str(corpus), micro_trained.tokenizer, seq_len=MICRO["sequence_length"], seed=MICRO_SETTINGS.seed
     )

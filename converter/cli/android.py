@@ -1,0 +1,114 @@
+"""Command line: export a converted model, its tokenizer and a manifest for an Android app.
+
+    make android MODE=int8 [MODEL=tiny-gpt2]
+    python -m converter.cli.android --mode=int8 [--model=tiny-gpt2]
+        [--out=android/app/src/main/assets] [--name=<model>_<mode>] [--overwrite]
+
+The model is the one `make convert` writes, `build/<model>/<model>_<mode>.tflite`
+with its report; when it is missing, this runs `python -m converter` first
+with the same model, mode, seq_len and calibration. The tokenizer is loaded
+from the model's source.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+from absl import app, flags
+
+from converter.cli import flags as cli_flags
+from converter.common import progress
+from converter.core import modes
+from converter.deploy.android_export import DEFAULT_ASSETS_DIR
+
+
+def _define_flags() -> None:
+    cli_flags.mode_flag(with_auto=False, required=True, help_text="Conversion mode of the model to export.")
+    cli_flags.model_flags()
+    cli_flags.define("out", flags.DEFINE_string, DEFAULT_ASSETS_DIR, "Asset folder to write into.")
+    cli_flags.define(
+        "name", flags.DEFINE_string, None, "File name stem of the exported files. Default: <model>_<mode>."
+    )
+    cli_flags.define("overwrite", flags.DEFINE_boolean, False, "Replace an existing export of the same name.")
+    cli_flags.calibration_flags()
+
+
+def _convert(model_path: pathlib.Path) -> int:
+    value = flags.FLAGS
+    command = [
+        sys.executable,
+        "-m",
+        "converter",
+        f"--model={value.model}",
+        f"--mode={value.mode}",
+        f"--build_dir={value.build_dir}",
+        f"--calibration={value.calibration}",
+        f"--out={model_path}",
+    ]
+    if value.seq_len is not None:
+        command.append(f"--seq_len={value.seq_len}")
+    progress.log("android", f"{model_path} is missing; converting: {' '.join(command[1:])}")
+    return subprocess.run(command, check=False).returncode
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # pylint: disable=import-outside-toplevel
+    from converter.core import results
+    from converter.deploy import android_export
+    from converter.models import model_sources
+
+    value = flags.FLAGS
+
+    mode = modes.parse_mode(value.mode)
+    model_name = model_sources.default_name(value.model)
+    name = value.name or f"{model_name}_{mode.value}"
+    model_path = results.default_output_path(model_name, mode, build_dir=value.build_dir)
+    try:
+        android_export.check_export_target(value.out, name, overwrite=value.overwrite)
+        if value.model not in model_sources.BUILTIN_MODELS:
+            model_sources.check_model_path(value.model)
+        if not model_path.is_file():
+            code = _convert(model_path)
+            if code:
+                return code
+        result = results.ConversionResult.load(model_path)
+        if value.seq_len is not None and value.seq_len != result.seq_len:
+            raise ValueError(
+                f"{model_path} was converted with seq_len {result.seq_len}, not {value.seq_len}. Pass "
+                f"--seq_len={result.seq_len}, or convert again with make convert MODE={mode.value} "
+                f"SEQ_LEN={value.seq_len} OVERWRITE=1."
+            )
+        tokenizer = model_sources.load_tokenizer(value.model, build_dir=value.build_dir)
+        if tokenizer is None:
+            raise ValueError(
+                f"Model {value.model!r} has no tokenizer, and an app needs one. Pass a keras-hub "
+                "preset folder with tokenizer.json (tokenizer.save_to_preset(folder)), or call "
+                "converter.export_android(result, out_dir, tokenizer=...) from Python."
+            )
+        export = android_export.export_android(
+            result, value.out, tokenizer=tokenizer, name=name, overwrite=value.overwrite
+        )
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{export.folder}:")
+    for file_name, entry in export.files.items():
+        print(f"  {file_name}  {entry['size_bytes']} bytes  sha256 {entry['sha256'][:16]}…")
+    print(f"  {export.manifest_path.name}  (the manifest: names, shapes, special ids, the hashes above)")
+    return 0
+
+
+def run() -> None:
+    _define_flags()
+    cli_flags.show_in_help()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,399 @@
+"""`convert_keras`: a Keras LM and a recipe in, a `.tflite` model and its report out."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from converter.common import progress as progress_lib
+from converter.common import resources
+from converter.core import calibration as calibration_lib
+from converter.core import modes, rewriting, wrapping
+from converter.core.recipe import Recipe, resolve_recipe
+from converter.core.results import (
+    ConversionResult,
+    artifact_paths,
+    check_writable,
+    model_fields,
+    now_utc,
+    package_versions,
+)
+from converter.models import model_sources
+from converter.passes import calibration_ranges, graph_surgery
+from converter.tflite_file import inspection
+
+DEFAULT_SEQ_LEN = 128
+# Calibration samples run through the float model to measure attention scores
+# before the mask fill is bounded; a few windows give the range.
+_MASK_PROBE_SAMPLES = 8
+# Windows used for the built-in check against the Keras model.
+_CHECK_WINDOWS = 2
+_TAG = "convert"
+# Below this top-1 agreement with Keras the CLI warns that the mode loses accuracy.
+LOW_AGREEMENT = 0.9
+
+
+def preflight(
+    model: Any,
+    recipe: Recipe,
+    *,
+    calibration: Any = None,
+    seq_len: int | None = None,
+    output_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    target_runtime: str | None = None,
+) -> None:
+    """Checks everything that is cheap to check, before any model is loaded.
+
+    Raises:
+      ValueError, TypeError, FileExistsError, FileNotFoundError: as `convert_keras`.
+    """
+    mode = recipe.mode
+    if mode.needs_calibration and calibration is None:
+        raise ValueError(
+            f"Mode {mode.value} calibrates activation ranges and needs calibration data. "
+            "Pass calibration='builtin' (the built-in corpus), a .txt or .jsonl file, a "
+            ".npz of token windows, token ids or a representative dataset (CLI: --calibration=...)."
+        )
+    if seq_len is not None and seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2, got {seq_len}.")
+    if output_path is not None:
+        check_writable(artifact_paths(output_path)[0], overwrite=overwrite)
+    calibration_lib.check_calibration(calibration)
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model) not in model_sources.BUILTIN_MODELS:
+        model_sources.check_model_path(model)
+    if target_runtime is not None:
+        from converter.compat import runtime_support  # pylint: disable=import-outside-toplevel
+
+        runtime_support.load_table().select([target_runtime])  # a runtime never probed is refused here
+
+
+def resolve_seq_len(model: Any, seq_len: int | None) -> int:
+    """The sequence length to trace: the one asked for, or 128 capped at the model's maximum.
+
+    Raises:
+      ValueError: `seq_len` is above the model's maximum sequence length.
+    """
+    limit = wrapping.model_facts(model).max_sequence_length
+    if seq_len is None:
+        return min(DEFAULT_SEQ_LEN, limit) if limit else DEFAULT_SEQ_LEN
+    if limit is not None and seq_len > limit:
+        raise ValueError(
+            f"seq_len {seq_len} is above the model's maximum sequence length {limit}. Pass seq_len <= {limit}."
+        )
+    return seq_len
+
+
+def convert_keras(
+    model: Any,
+    mode: str | modes.Mode | None = None,
+    *,
+    recipe: Recipe | str | os.PathLike | None = None,
+    calibration: Any = None,
+    seq_len: int | None = None,
+    padding_mask: bool = False,
+    output_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    name: str | None = None,
+    build_dir: str | os.PathLike = "build",
+    progress: bool = True,
+    target_runtime: str | None = None,
+    num_calibration_samples: int | None = None,
+    seed: int | None = None,
+    measured_ranges: bool | None = None,
+    float_residual_stream: bool | None = None,
+    keep_float: str | Iterable[str] | None = None,
+    symmetric_matmul: bool | None = None,
+) -> ConversionResult:
+    """Converts a Keras language model to a LiteRT `.tflite` model.
+
+    Args:
+      model: a keras-hub CausalLM or Backbone, a `keras.Model` mapping int32
+        token ids (and optionally a padding mask) to logits, a path to a
+        `.keras` file or a local keras-hub preset folder, or a built-in name
+        (`converter.BUILTIN_MODELS`).
+      mode: one of `modes.Mode` (fp32, fp16, dynamic, int8, int16x8); may be
+        left out when `recipe` is given.
+      recipe: a `Recipe` (or a recipe / conversion report `.json`) deciding
+        the mode, the rewrites and the calibration settings at once. Without
+        one, the mode's default recipe with the switches below.
+      calibration: required by int8 and int16x8, in any form of
+        `core.calibration.FORMS`: `"builtin"`, a `.txt`/`.jsonl` file
+        (tokenized with the model's own tokenizer), a `.npz` of windows,
+        `representative_data.TokenWindows`, token ids `[N, seq_len]`, a dict
+        of arrays keyed by input name, a list of such dicts, or a
+        `representative_dataset`-style callable.
+      seq_len: fixed sequence length; defaults to 128, capped at the model's
+        maximum.
+      padding_mask: give the model a `padding_mask` input as well.
+      output_path: where to save the `.tflite` (and its `.json` report); None
+        keeps the result in memory only.
+      overwrite: replace an existing output.
+      name: artifact name (defaults to the model's).
+      build_dir: where built-in models are cached.
+      progress: show progress on stderr.
+      target_runtime: a runtime the model must load in, e.g.
+        `tflite-runtime==2.14` (see `python -m converter.check`); None: no target.
+      num_calibration_samples, seed: calibration windows to use (64) and the
+        seed of the calibration/evaluation split (0); part of the recipe.
+      measured_ranges, float_residual_stream, keep_float, symmetric_matmul:
+        the recipe's switches one by one (`Recipe` says what each does);
+        None takes the mode's default. Not together with `recipe`.
+
+    Returns:
+      A `ConversionResult`, saved to `output_path` when one is given.
+
+    Raises:
+      ValueError: unknown mode, a recipe step that does not apply to the
+        mode, missing or invalid calibration data, a model that does not map
+        token ids to [1, seq_len, vocab] logits, a seq_len above the model's
+        maximum, a target runtime that was never probed.
+      TypeError: calibration data in no accepted form (the message lists them).
+      compat.check.IncompatibleModelError (a ValueError): the target runtime
+        cannot load the converted model; nothing is written, the message names
+        the op and version and a mode that loads there.
+      FileExistsError: the output exists and `overwrite` is False.
+      FileNotFoundError: a model or calibration path does not exist.
+    """
+    recipe = resolve_recipe(
+        mode,
+        recipe,
+        keep_float=keep_float,
+        measured_ranges=measured_ranges,
+        float_residual_stream=float_residual_stream,
+        symmetric_matmul=symmetric_matmul,
+        num_calibration_samples=num_calibration_samples,
+        seed=seed,
+    )
+    preflight(
+        model,
+        recipe,
+        calibration=calibration,
+        seq_len=seq_len,
+        output_path=output_path,
+        overwrite=overwrite,
+        target_runtime=target_runtime,
+    )
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    described = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    progress_lib.log(_TAG, f"loading model {described}", enabled=progress)
+    loaded = model_sources.load_model(model, name=name, build_dir=build_dir)
+    seq_len = resolve_seq_len(loaded.model, seq_len)
+    wrapped = wrapping.wrap_model(loaded.model, seq_len=seq_len, padding_mask=padding_mask)
+    vocabulary_size = int(wrapped.outputs[0].shape[-1])
+    input_names = [wrapping.TOKEN_IDS] + ([wrapping.PADDING_MASK] if padding_mask else [])
+
+    windows, calibration_info = None, None
+    if recipe.mode.needs_calibration or calibration is not None:
+        import representative_data  # pylint: disable=import-outside-toplevel
+
+        windows, calibration_info = _calibration_windows(
+            calibration, loaded, seq_len=seq_len, recipe=recipe, progress=progress
+        )
+        representative_data.validate_windows(windows, vocabulary_size=vocabulary_size, seq_len=seq_len)
+        used = min(recipe.calibration.num_samples, windows.num_windows)
+        calibration_info.update(
+            {"num_samples": used, "seed": recipe.calibration.seed, "windows_available": windows.num_windows}
+        )
+
+    progress_lib.log(_TAG, f"converting {loaded.name} to {recipe.name} (seq_len {seq_len})", enabled=progress)
+    with resources.track_resources() as usage:
+        model_bytes, changes = _convert(wrapped, recipe, windows=windows, input_names=input_names, progress=progress)
+    progress_lib.log(
+        _TAG, f"converted in {usage.seconds:.1f} s, peak RSS {usage.peak_rss_bytes / 2**20:.0f} MiB", enabled=progress
+    )
+
+    inspected = inspection.inspect_model(model_bytes)
+    check = _check_against_keras(
+        wrapped, model_bytes, windows, seq_len=seq_len, vocabulary_size=vocabulary_size, input_names=input_names
+    )
+    result = ConversionResult(
+        model_name=loaded.name,
+        model_source=loaded.source,
+        mode=recipe.mode.value,
+        seq_len=seq_len,
+        vocabulary_size=vocabulary_size,
+        **model_fields(model_bytes, inspected),
+        path=None,
+        graph_changes=tuple(changes),
+        check=check,
+        conversion_seconds=round(usage.seconds, 3),
+        peak_rss_bytes=usage.peak_rss_bytes,
+        rss_before_bytes=usage.start_rss_bytes,
+        calibration=calibration_info,
+        versions=package_versions(),
+        created=now_utc(),
+        recipe=recipe.to_dict(),
+    )
+    if target_runtime is not None:
+        from converter.compat import check as compat_check  # pylint: disable=import-outside-toplevel
+
+        compat_check.require_loadable(
+            compat_check.check_model(inspected, runtimes=[target_runtime]),
+            mode=recipe.mode.value,
+            everywhere=compat_check.check_model(inspected),
+        )
+        progress_lib.log(_TAG, f"{target_runtime} loads it (python -m converter.check)", enabled=progress)
+    if output_path is not None:
+        result = result.save(output_path, overwrite=overwrite)
+        progress_lib.log(
+            _TAG, f"wrote {result.path} ({result.size_bytes / 2**20:.2f} MiB) and its .json report", enabled=progress
+        )
+    return result
+
+
+def _calibration_windows(calibration, loaded, *, seq_len: int, recipe: Recipe, progress: bool):
+    """Calibration windows from any accepted form, and what the report says of their source."""
+    import representative_data  # pylint: disable=import-outside-toplevel
+
+    if not calibration_lib.is_text_source(calibration):
+        windows = calibration_lib.to_windows(calibration, num_samples=recipe.calibration.num_samples)
+        source = os.fspath(calibration) if isinstance(calibration, (str, os.PathLike)) else None
+        return windows, {"source": source or dict(windows.metadata).get("source", "in-memory windows")}
+    text = os.fspath(calibration)
+    if loaded.tokenizer is None:
+        raise ValueError(
+            f"Model {loaded.name!r} has no tokenizer, so text {text!r} cannot be tokenized "
+            "for calibration. Pass token windows instead: a .npz made with the model's own "
+            "tokenizer (calibration='windows.npz'), or the token ids themselves."
+        )
+    progress_lib.log(_TAG, f"tokenizing calibration text from {text}", enabled=progress)
+    windows, _ = representative_data.build_windows(
+        text,
+        loaded.tokenizer,
+        seq_len=seq_len,
+        seed=recipe.calibration.seed,
+        max_calibration=recipe.calibration.num_samples,
+        separator_id=representative_data.TokenizerAdapter(loaded.tokenizer).end_token_id,
+    )
+    return windows, {"source": text}
+
+
+def _feeds(windows, input_names, limit):
+    import representative_data  # pylint: disable=import-outside-toplevel
+
+    return list(
+        representative_data.representative_dataset(
+            windows, input_names=input_names, num_samples=min(limit, windows.num_windows), progress=False
+        )()
+    )
+
+
+def _calibration_progress(dataset, *, enabled: bool):
+    """The representative dataset, counting its samples on a progress bar as the calibrator reads them."""
+
+    def counted():
+        return progress_lib.progress_bar(
+            dataset(), total=dataset.num_samples, tag=_TAG, description="calibration", enabled=enabled, unit="window"
+        )
+
+    return counted
+
+
+def _convert(wrapped, recipe: Recipe, *, windows, input_names, progress: bool):
+    """Runs the TFLite converter with the recipe's rewrites. Returns (bytes, changes)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    mode = recipe.mode
+    changes: list[str] = []
+    converter = tf.lite.TFLiteConverter.from_keras_model(wrapped)
+    representative_dataset = None
+    if mode.needs_calibration:
+        import representative_data  # pylint: disable=import-outside-toplevel
+
+        dataset = representative_data.representative_dataset(
+            windows, input_names=input_names, num_samples=recipe.calibration.num_samples, progress=False
+        )
+        representative_dataset = _calibration_progress(dataset, enabled=progress)
+        probe_feeds = _feeds(windows, input_names, _MASK_PROBE_SAMPLES) if recipe.bound_mask_fill else None
+        stock_quantize = converter._quantize  # pylint: disable=protected-access
+
+        def quantize_rewritten(float_model, *args, **kwargs):
+            # The float graph is rewritten after conversion and before
+            # calibration: the quantizer then sees no int32 index arithmetic
+            # and no -1e9 mask constants.
+            unwrapped = graph_surgery.drop_negative_index_wrap(float_model)
+            model, rewritten = unwrapped.model, list(unwrapped.changes)
+            if probe_feeds is not None:
+                bounded = graph_surgery.bound_mask_fill(model, probe_feeds)
+                model, rewritten = bounded.model, rewritten + list(bounded.changes)
+            changes.extend(rewritten)
+            return stock_quantize(model, *args, **kwargs)
+
+        # TFLiteConverter has no public hook between conversion and
+        # quantization; replacing the bound method on this one instance keeps
+        # all of its calibration and quantization logic.
+        converter._quantize = quantize_rewritten  # pylint: disable=protected-access
+    modes.configure_converter(converter, mode, representative_dataset=representative_dataset)
+    corrections: list[str] = []
+    measuring = recipe.measured_ranges
+    try:
+        with calibration_ranges.measured_ranges(corrections=corrections) if measuring else contextlib.nullcontext():
+            model_bytes = converter.convert()
+    except Exception as error:
+        raise RuntimeError(f"The TFLite converter failed in mode {mode.value}: {error}") from error
+    if measuring:
+        changes.append(f"calibration ranges measured without shared buffers: {len(corrections)} tensors corrected")
+    if not mode.needs_calibration:
+        unwrapped = graph_surgery.drop_negative_index_wrap(model_bytes)
+        model_bytes = unwrapped.model
+        changes.extend(unwrapped.changes)
+    rewritten = rewriting.apply_post_calibration(model_bytes, recipe)
+    return rewritten.model, changes + list(rewritten.changes)
+
+
+def _check_against_keras(wrapped, model_bytes, windows, *, seq_len, vocabulary_size, input_names) -> dict[str, Any]:
+    """Runs the converted model beside Keras on a few windows: a conversion sanity check."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from ai_edge_litert import interpreter as litert  # pylint: disable=import-outside-toplevel
+
+    if windows is not None:
+        feeds = _feeds(windows, input_names, _CHECK_WINDOWS)
+        source = "calibration windows"
+    else:
+        rng = np.random.default_rng(0)
+        feeds = [
+            {
+                name: (
+                    rng.integers(0, vocabulary_size, (1, seq_len))
+                    if name == wrapping.TOKEN_IDS
+                    else np.ones((1, seq_len))
+                ).astype(np.int32)
+                for name in input_names
+            }
+            for _ in range(_CHECK_WINDOWS)
+        ]
+        source = "random token ids"
+    runner = litert.Interpreter(model_content=model_bytes).get_signature_runner()
+    max_error, agree, total = 0.0, 0, 0
+    for feed in feeds:
+        expected = np.asarray(wrapped([feed[name] for name in input_names])[wrapping.LOGITS])
+        actual = runner(**feed)[wrapping.LOGITS]
+        max_error = max(max_error, float(np.max(np.abs(expected - actual))))
+        agree += int(np.sum(expected.argmax(-1) == actual.argmax(-1)))
+        total += expected.shape[0] * expected.shape[1]
+    return {
+        "against": "keras model",
+        "inputs": source,
+        "windows": len(feeds),
+        "max_abs_logit_error": round(max_error, 6),
+        "top1_agreement": round(agree / total, 6),
+    }
+
+
+def agreement_warning(mode: str, top1_agreement: float) -> str | None:
+    """A warning when the converted model often disagrees with Keras on the next token, else None.
+
+    The model is still written (it is what was asked for), but nobody should
+    ship it without knowing.
+    """
+    if top1_agreement >= LOW_AGREEMENT:
+        return None
+    return (
+        f"warning: the {mode} model picks the same next token as the Keras model at only "
+        f"{100 * top1_agreement:.1f} % of positions: this mode loses accuracy on this model. "
+        "`make bench` measures its perplexity; fp16 keeps it; `make convert MODE=auto MAX_PPL_INCREASE=2%` "
+        "finds the smallest mode within a budget."
+    )
