@@ -23,6 +23,8 @@ RUNTIMES ?=
 PROBE_OUT ?=
 TARGET_RUNTIME ?=
 KEEP_FLOAT ?=
+RECIPE ?=
+VERBOSE ?=
 MAX_PPL_INCREASE ?= 2%
 ANDROID_ASSETS := android/app/src/main/assets
 
@@ -30,15 +32,18 @@ export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 MODEL_FLAG = $(if $(MODEL),--model=$(MODEL))
-CONVERT_FLAGS = $(MODEL_FLAG) --mode=$(MODE) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
+# With RECIPE= the recipe decides the mode; MODE= is passed then only when given (and must agree).
+MODE_FLAG = $(if $(RECIPE),$(if $(filter command line,$(origin MODE)),--mode=$(MODE)),--mode=$(MODE))
+CONVERT_FLAGS = $(MODEL_FLAG) $(MODE_FLAG) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
 	$(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite) $(if $(TARGET_RUNTIME),--target_runtime=$(TARGET_RUNTIME)) \
-	$(if $(KEEP_FLOAT),--keep_float=$(KEEP_FLOAT)) $(if $(filter auto,$(MODE)),--max_ppl_increase=$(MAX_PPL_INCREASE))
+	$(if $(KEEP_FLOAT),--keep_float=$(KEEP_FLOAT)) $(if $(VERBOSE),--verbose) $(if $(RECIPE),--recipe=$(RECIPE)) $(if $(filter auto,$(MODE)),--max_ppl_increase=$(MAX_PPL_INCREASE))
 
 .PHONY: lint setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
 
 help:
 	@echo "make convert MODE=<fp32|fp16|dynamic|int8|int16x8> [MODEL=smollm2-135m|tiny-gpt2|gpt2-6l|path] [SEQ_LEN=n] [OVERWRITE=1] [TARGET_RUNTIME=tflite-runtime==2.14]"
 	@echo "    [KEEP_FLOAT=attention,mlp_down,logits,SOFTMAX,name:<regex>]  int8/int16x8: ops that run in float"
+	@echo "    [RECIPE=recipe.json|report.json]  a saved recipe, or a report to rebuild its model; [VERBOSE=1] TensorFlow's output too"
 	@echo "make convert MODE=auto [MAX_PPL_INCREASE=2%] [MODEL=...]  smallest, then fastest model within the budget; Pareto table in $(BUILD_DIR)/<model>/<model>_auto_search.md"
 	@echo "make convert-all [MODEL=...] [MODES=fp32,int8]  every mode, then the table in build/<model>/modes.md"
 	@echo "make android MODE=int8 [MODEL=...] [OUT=$(ANDROID_ASSETS)] [OVERWRITE=1]  model, tokenizer, manifest for an app"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from benchmarks.results import BenchmarkResult, MemoryStats, ModelInfo
 from benchmarks.timing import summarize, time_runs
 from converter import tflite_file
 from converter.common import files, resources
+from converter.common import progress as progress_lib
 from representative_data.windows import TokenWindows, load_windows
 
 DEFAULT_WARMUP_RUNS = 5
@@ -26,7 +26,8 @@ DEFAULT_RUNS = 50
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    # The console, not sys.stderr: a CLI that silences TensorFlow's output still shows the harness's.
+    print(message, file=progress_lib.console(), flush=True)
 
 
 def describe_model_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -126,15 +127,14 @@ def evaluate_accuracy(
     """
     count = windows.num_windows if max_windows is None else min(max_windows, windows.num_windows)
     accumulator = AccuracyAccumulator()
-    start = time.perf_counter()
-    for index in range(count):
+    shown = progress_lib.progress_bar(
+        range(count), tag="bench", description="accuracy", enabled=progress is not None, unit="window"
+    )
+    for index in shown:
         inputs = _window_inputs(windows, index)
         logits = _logits(runner, inputs)
         reference_logits = None if reference is None else _logits(reference, inputs)
         accumulator.add(inputs[runtimes.TOKEN_IDS][0], inputs[runtimes.PADDING_MASK][0], logits, reference_logits)
-        if progress and (index + 1 == count or time.perf_counter() - start > 10):
-            progress(f"[bench] accuracy: {index + 1}/{count} windows")
-            start = time.perf_counter()
     return accumulator.result()
 
 

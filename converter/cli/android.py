@@ -17,7 +17,7 @@ import pathlib
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from converter.cli import flags as cli_flags
 from converter.common import progress
@@ -26,6 +26,7 @@ from converter.deploy.android_export import DEFAULT_ASSETS_DIR
 
 
 def _define_flags() -> None:
+    cli_flags.verbosity_flags()
     cli_flags.mode_flag(with_auto=False, required=True, help_text="Conversion mode of the model to export.")
     cli_flags.model_flags()
     cli_flags.define("out", flags.DEFINE_string, DEFAULT_ASSETS_DIR, "Asset folder to write into.")
@@ -55,8 +56,7 @@ def _convert(model_path: pathlib.Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.refuse_arguments(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # pylint: disable=import-outside-toplevel
     from converter.core import results
@@ -70,30 +70,31 @@ def main(argv: list[str]) -> int:
     name = value.name or f"{model_name}_{mode.value}"
     model_path = results.default_output_path(model_name, mode, build_dir=value.build_dir)
     try:
-        android_export.check_export_target(value.out, name, overwrite=value.overwrite)
-        if value.model not in model_sources.BUILTIN_MODELS:
-            model_sources.check_model_path(value.model)
-        if not model_path.is_file():
-            code = _convert(model_path)
-            if code:
-                return code
-        result = results.ConversionResult.load(model_path)
-        if value.seq_len is not None and value.seq_len != result.seq_len:
-            raise ValueError(
-                f"{model_path} was converted with seq_len {result.seq_len}, not {value.seq_len}. Pass "
-                f"--seq_len={result.seq_len}, or convert again with make convert MODE={mode.value} "
-                f"SEQ_LEN={value.seq_len} OVERWRITE=1."
+        with progress.silence_native_output(enabled=not flags.FLAGS.verbose):
+            android_export.check_export_target(value.out, name, overwrite=value.overwrite)
+            if value.model not in model_sources.BUILTIN_MODELS:
+                model_sources.check_model_path(value.model)
+            if not model_path.is_file():
+                code = _convert(model_path)
+                if code:
+                    return code
+            result = results.ConversionResult.load(model_path)
+            if value.seq_len is not None and value.seq_len != result.seq_len:
+                raise ValueError(
+                    f"{model_path} was converted with seq_len {result.seq_len}, not {value.seq_len}. Pass "
+                    f"--seq_len={result.seq_len}, or convert again with make convert MODE={mode.value} "
+                    f"SEQ_LEN={value.seq_len} OVERWRITE=1."
+                )
+            tokenizer = model_sources.load_tokenizer(value.model, build_dir=value.build_dir)
+            if tokenizer is None:
+                raise ValueError(
+                    f"Model {value.model!r} has no tokenizer, and an app needs one. Pass a keras-hub "
+                    "preset folder with tokenizer.json (tokenizer.save_to_preset(folder)), or call "
+                    "converter.export_android(result, out_dir, tokenizer=...) from Python."
+                )
+            export = android_export.export_android(
+                result, value.out, tokenizer=tokenizer, name=name, overwrite=value.overwrite
             )
-        tokenizer = model_sources.load_tokenizer(value.model, build_dir=value.build_dir)
-        if tokenizer is None:
-            raise ValueError(
-                f"Model {value.model!r} has no tokenizer, and an app needs one. Pass a keras-hub "
-                "preset folder with tokenizer.json (tokenizer.save_to_preset(folder)), or call "
-                "converter.export_android(result, out_dir, tokenizer=...) from Python."
-            )
-        export = android_export.export_android(
-            result, value.out, tokenizer=tokenizer, name=name, overwrite=value.overwrite
-        )
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -105,9 +106,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    cli_flags.show_in_help()
-    app.run(main)
+    cli_flags.run(main, _define_flags)
 
 
 if __name__ == "__main__":

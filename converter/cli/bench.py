@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from converter.cli import flags as cli_flags
 from converter.core import modes
@@ -63,8 +63,7 @@ def _define_flags() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.refuse_arguments(argv)
     # pylint: disable=import-outside-toplevel
     from benchmarks import results
     from converter.common import progress
@@ -159,9 +158,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    cli_flags.show_in_help()
-    app.run(main)
+    cli_flags.run(main, _define_flags)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from converter.cli import flags as cli_flags
 
@@ -49,9 +49,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    cli_flags.show_in_help()
-    app.run(main)
+    cli_flags.run(main, _define_flags)
 
 
 if __name__ == "__main__":

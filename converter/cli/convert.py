@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from converter.cli import flags as cli_flags
 
@@ -148,8 +148,7 @@ def _recipe(values):
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.refuse_arguments(argv)
     from converter.common import progress  # pylint: disable=import-outside-toplevel
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -292,9 +291,7 @@ def _run_auto(values) -> tuple[str, str | None]:
 
 
 def run() -> None:
-    _define_flags()
-    cli_flags.show_in_help()
-    app.run(main)
+    cli_flags.run(main, _define_flags)
 
 
 if __name__ == "__main__":

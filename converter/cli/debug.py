@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from converter.cli import flags as cli_flags
 
@@ -52,8 +52,7 @@ def main(argv: list[str]) -> int:
     from converter.common import files  # pylint: disable=import-outside-toplevel
     from converter.tools import quant_debug  # pylint: disable=import-outside-toplevel
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.refuse_arguments(argv)
     value = flags.FLAGS
     try:
         paths = quant_debug.resolve_paths(
@@ -84,9 +83,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    cli_flags.show_in_help()
-    app.run(main)
+    cli_flags.run(main, _define_flags)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,23 @@ def show_in_help() -> None:
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
 
 
+def run(main, define_flags) -> None:
+    """Runs a program: defines its flags, shows them in `--help`, parses them and calls `main` (absl)."""
+    from absl import app  # pylint: disable=import-outside-toplevel
+
+    define_flags()
+    show_in_help()
+    app.run(main)
+
+
+def refuse_arguments(argv: list[str]) -> None:
+    """Programs take flags only: anything else on the command line is a usage error."""
+    from absl import app  # pylint: disable=import-outside-toplevel
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+
+
 def is_given(name: str) -> bool:
     """Whether the flag was set on the command line (not left at its default)."""
     return bool(flags.FLAGS[name].present)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from converter.cli import flags as cli_flags
+from converter.common import progress
 
 
 def _define_flags() -> None:
+    cli_flags.verbosity_flags()
     cli_flags.model_flags()
     cli_flags.threads_flag(default=1, help_text="TensorFlow intra-op threads.")
     cli_flags.define("evaluation", flags.DEFINE_string, None, "Evaluation windows (.npz) for accuracy.")
@@ -28,29 +30,28 @@ def _define_flags() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.refuse_arguments(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # pylint: disable=import-outside-toplevel
     from benchmarks import results, runtimes
-    from converter.common import progress
     from converter.tools import keras_bench
 
     value = flags.FLAGS
     try:
-        folder = results.check_results_dir(value.results_dir)
-        keras_bench.set_threads(value.threads)
-        result = keras_bench.measure_keras(
-            value.model,
-            threads=value.threads,
-            evaluation=value.evaluation,
-            reference=value.reference,
-            runs=value.runs,
-            max_windows=value.max_windows,
-            seq_len=value.seq_len,
-            build_dir=value.build_dir,
-        )
-        path = result.save(folder)
+        with progress.silence_native_output(enabled=not flags.FLAGS.verbose):
+            folder = results.check_results_dir(value.results_dir)
+            keras_bench.set_threads(value.threads)
+            result = keras_bench.measure_keras(
+                value.model,
+                threads=value.threads,
+                evaluation=value.evaluation,
+                reference=value.reference,
+                runs=value.runs,
+                max_windows=value.max_windows,
+                seq_len=value.seq_len,
+                build_dir=value.build_dir,
+            )
+            path = result.save(folder)
     except (OSError, ValueError, TypeError, runtimes.ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -60,9 +61,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    cli_flags.show_in_help()
-    app.run(main)
+    cli_flags.run(main, _define_flags)
 
 
 if __name__ == "__main__":

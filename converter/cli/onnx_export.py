@@ -8,19 +8,20 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from converter.cli import flags as cli_flags
+from converter.common import progress
 
 
 def _define_flags() -> None:
+    cli_flags.verbosity_flags()
     cli_flags.model_flags()
     cli_flags.define("overwrite", flags.DEFINE_boolean, False, "Replace existing ONNX files.")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.refuse_arguments(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     logging.set_verbosity(logging.WARNING)  # onnxruntime's quantizer logs every tensor at INFO
     # pylint: disable=import-outside-toplevel
@@ -30,12 +31,13 @@ def main(argv: list[str]) -> int:
 
     value = flags.FLAGS
     try:
-        onnx_export.check_peer_packages()
-        loaded = model_sources.load_model(value.model, build_dir=value.build_dir)
-        seq_len = conversion.resolve_seq_len(loaded.model, value.seq_len)
-        paths = onnx_export.export_onnx(
-            loaded, seq_len=seq_len, model_name=loaded.name, build_dir=value.build_dir, overwrite=value.overwrite
-        )
+        with progress.silence_native_output(enabled=not flags.FLAGS.verbose):
+            onnx_export.check_peer_packages()
+            loaded = model_sources.load_model(value.model, build_dir=value.build_dir)
+            seq_len = conversion.resolve_seq_len(loaded.model, value.seq_len)
+            paths = onnx_export.export_onnx(
+                loaded, seq_len=seq_len, model_name=loaded.name, build_dir=value.build_dir, overwrite=value.overwrite
+            )
     except (ImportError, ValueError, FileNotFoundError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -45,9 +47,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    cli_flags.show_in_help()
-    app.run(main)
+    cli_flags.run(main, _define_flags)
 
 
 if __name__ == "__main__":

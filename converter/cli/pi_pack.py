@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from converter.cli import flags as cli_flags
 
@@ -20,8 +20,7 @@ def _define_flags() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.refuse_arguments(argv)
     from converter.deploy import pi_pack  # pylint: disable=import-outside-toplevel
     from converter.models import model_sources  # pylint: disable=import-outside-toplevel
 
@@ -42,9 +41,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    cli_flags.show_in_help()
-    app.run(main)
+    cli_flags.run(main, _define_flags)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@ import os
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from converter.cli import flags as cli_flags
+from converter.common import progress
 
 
 def _define_flags() -> None:
+    cli_flags.verbosity_flags()
     # pylint: disable=import-outside-toplevel
     from converter.compat import runtime_support
     from converter.tools import probe_models, runtime_envs, runtime_probe
@@ -30,24 +32,23 @@ def _define_flags() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.refuse_arguments(argv)
     # pylint: disable=import-outside-toplevel
-    from converter.common import progress
     from converter.tools import runtime_envs, runtime_probe
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     value = flags.FLAGS
     try:
-        for spec in value.runtimes:
-            runtime_envs.release(spec)
-        table = runtime_probe.probe(
-            value.runtimes,
-            work_dir=pathlib.Path(value.work_dir),
-            venvs_dir=pathlib.Path(value.venvs_dir),
-            configs=value.probe_models,
-            mode_names=value.modes,
-        )
+        with progress.silence_native_output(enabled=not flags.FLAGS.verbose):
+            for spec in value.runtimes:
+                runtime_envs.release(spec)
+            table = runtime_probe.probe(
+                value.runtimes,
+                work_dir=pathlib.Path(value.work_dir),
+                venvs_dir=pathlib.Path(value.venvs_dir),
+                configs=value.probe_models,
+                mode_names=value.modes,
+            )
     except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -66,9 +67,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    cli_flags.show_in_help()
-    app.run(main)
+    cli_flags.run(main, _define_flags)
 
 
 if __name__ == "__main__":

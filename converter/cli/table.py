@@ -48,8 +48,7 @@ def render_table(reports: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.refuse_arguments(argv)
     # pylint: disable=import-outside-toplevel
     from converter.common import files, progress
     from converter.core import results
@@ -96,9 +95,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    cli_flags.show_in_help()
-    app.run(main)
+    cli_flags.run(main, _define_flags)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ def convert_keras(
         target_runtime=target_runtime,
     )
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    described = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    described = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name", type(model).__name__)
     progress_lib.log(_TAG, f"loading model {described}", enabled=progress)
     loaded = model_sources.load_model(model, name=name, build_dir=build_dir)
     seq_len = resolve_seq_len(loaded.model, seq_len)
@@ -282,11 +282,16 @@ def _feeds(windows, input_names, limit):
 
 
 def _calibration_progress(dataset, *, enabled: bool):
-    """The representative dataset, counting its samples on a progress bar as the calibrator reads them."""
+    """The representative dataset, counting its samples on a progress bar as the calibrator reads them.
+
+    The calibrator reads it once; with measured ranges it is read a second time to measure them.
+    """
+    passes = ["calibration", "measuring ranges"]
 
     def counted():
+        description = passes.pop(0) if len(passes) > 1 else passes[0]
         return progress_lib.progress_bar(
-            dataset(), total=dataset.num_samples, tag=_TAG, description="calibration", enabled=enabled, unit="window"
+            dataset(), total=dataset.num_samples, tag=_TAG, description=description, enabled=enabled, unit="window"
         )
 
     return counted
