@@ -24,6 +24,9 @@ PROBE_OUT ?=
 TARGET_RUNTIME ?=
 KEEP_FLOAT ?=
 RECIPE ?=
+GENERATE ?=
+CONTEXT ?=
+PREFILL ?=
 VERBOSE ?=
 MAX_PPL_INCREASE ?= 2%
 ANDROID_ASSETS := android/app/src/main/assets
@@ -36,7 +39,8 @@ MODEL_FLAG = $(if $(MODEL),--model=$(MODEL))
 MODE_FLAG = $(if $(RECIPE),$(if $(filter command line,$(origin MODE)),--mode=$(MODE)),--mode=$(MODE))
 CONVERT_FLAGS = $(MODEL_FLAG) $(MODE_FLAG) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
 	$(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite) $(if $(TARGET_RUNTIME),--target_runtime=$(TARGET_RUNTIME)) \
-	$(if $(KEEP_FLOAT),--keep_float=$(KEEP_FLOAT)) $(if $(VERBOSE),--verbose) $(if $(RECIPE),--recipe=$(RECIPE)) $(if $(filter auto,$(MODE)),--max_ppl_increase=$(MAX_PPL_INCREASE))
+	$(if $(KEEP_FLOAT),--keep_float=$(KEEP_FLOAT)) $(if $(VERBOSE),--verbose) $(if $(RECIPE),--recipe=$(RECIPE)) \
+	$(if $(GENERATE),--generate) $(if $(CONTEXT),--context_length=$(CONTEXT)) $(if $(PREFILL),--prefill_lengths=$(PREFILL)) $(if $(filter auto,$(MODE)),--max_ppl_increase=$(MAX_PPL_INCREASE))
 
 .PHONY: lint setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
 

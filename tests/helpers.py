@@ -8,7 +8,9 @@ SEQ_LEN = 32
 VOCABULARY_SIZE = 512
 
 
-def tiny_gpt2_causal_lm(*, vocabulary_size: int = VOCABULARY_SIZE, hidden_dim: int = 128, seed: int = 0):
+def tiny_gpt2_causal_lm(
+    *, vocabulary_size: int = VOCABULARY_SIZE, hidden_dim: int = 128, seed: int = 0, max_sequence_length: int = 64
+):
     """A 2-layer GPT-2 whose weights dominate the file (about 460k parameters).
 
     The feed-forward width is 4x hidden, GPT-2's own ratio, so the layers and
@@ -24,7 +26,7 @@ def tiny_gpt2_causal_lm(*, vocabulary_size: int = VOCABULARY_SIZE, hidden_dim: i
         num_heads=2,
         hidden_dim=hidden_dim,
         intermediate_dim=4 * hidden_dim,
-        max_sequence_length=64,
+        max_sequence_length=max_sequence_length,
     )
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 

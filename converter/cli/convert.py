@@ -36,6 +36,7 @@ def _define_flags() -> None:
     cli_flags.output_flags(out_help="Output .tflite path. Default: <build_dir>/<model>/<model>_<mode>.tflite.")
     cli_flags.calibration_flags()
     cli_flags.recipe_flags()
+    cli_flags.generation_flags()
     auto_flags()
     flags.register_multi_flags_validator(
         ["mode", "recipe"],
@@ -173,8 +174,15 @@ def _run_convert(values) -> tuple[str, str | None]:
     from converter.models import model_sources
 
     recipe = _recipe(values)
+    generation = cli_flags.generation_settings(values)
+    if generation is not None:
+        from converter.core import generation as generation_lib
+
+        generation_lib.check_mode(recipe.mode)  # before the model is loaded
     name = model_sources.default_name(values.model.value)
     variant = recipe.mode.value if values.recipe.value is None else recipe.name
+    if generation is not None:
+        variant += "_generate"
     out = values.out.value or str(results.default_output_path(name, variant, build_dir=values.build_dir.value))
     calibration = values.calibration.value
     conversion.preflight(
@@ -188,6 +196,8 @@ def _run_convert(values) -> tuple[str, str | None]:
     )
     loaded = model_sources.load_model(values.model.value, build_dir=values.build_dir.value)
     seq_len = conversion.resolve_seq_len(loaded.model, values.seq_len.value)
+    if generation is not None and values.seq_len.value is not None:
+        raise ValueError("--seq_len is the fixed window's length; a generation model takes --context_length.")
     if calibration_lib.is_text_source(calibration):
         if loaded.tokenizer is None and not recipe.mode.needs_calibration:
             # Without a tokenizer there are no windows to check against; fp32,
@@ -205,7 +215,8 @@ def _run_convert(values) -> tuple[str, str | None]:
         loaded,
         recipe=recipe,
         calibration=calibration,
-        seq_len=seq_len,
+        seq_len=None if generation is not None else seq_len,
+        generation=generation,
         padding_mask=values.padding_mask.value,
         output_path=out,
         overwrite=values.overwrite.value,

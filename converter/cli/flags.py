@@ -213,6 +213,62 @@ def recipe_flags() -> Group:
     )
 
 
+def generation_flags() -> Group:
+    """The generation signatures (`converter.core.generation.GenerationSettings`)."""
+    from converter.core import generation  # pylint: disable=import-outside-toplevel
+
+    return Group(
+        {
+            "generate": define(
+                "generate",
+                flags.DEFINE_boolean,
+                False,
+                "Write generation signatures (prefill_<T>, decode, a per-layer KV cache) instead of the fixed window; "
+                "the file is <model>_<mode>_generate.tflite.",
+            ),
+            "context_length": define(
+                "context_length",
+                flags.DEFINE_integer,
+                generation.DEFAULT_CONTEXT_LENGTH,
+                "--generate: positions of the KV cache (prompt plus reply).",
+                lower_bound=2,
+            ),
+            "prefill_lengths": define(
+                "prefill_lengths",
+                flags.DEFINE_list,
+                [str(t) for t in generation.DEFAULT_PREFILL_LENGTHS],
+                "--generate: prompt-chunk lengths, one prefill_<T> signature each.",
+            ),
+            "smaller_contexts": define(
+                "smaller_contexts",
+                flags.DEFINE_list,
+                [str(c) for c in generation.DEFAULT_SMALLER_CONTEXTS],
+                "--generate: shorter caches with their own signatures (ctx<C>_prefill_<T>, ctx<C>_decode), for "
+                "generations that need fewer positions; --smaller_contexts= for none.",
+            ),
+        }
+    )
+
+
+def generation_settings(group: Group):
+    """The `GenerationSettings` the flags ask for, or None without --generate."""
+    from converter.core import generation  # pylint: disable=import-outside-toplevel
+
+    if not group.generate.value:
+        for name in ("context_length", "prefill_lengths", "smaller_contexts"):
+            if is_given(name):
+                raise ValueError(f"--{name} sets up generation signatures; pass --generate too.")
+        return None
+    try:
+        return generation.GenerationSettings(
+            context_length=group.context_length.value,
+            prefill_lengths=tuple(int(v) for v in group.prefill_lengths.value),
+            smaller_contexts=tuple(int(v) for v in group.smaller_contexts.value),
+        )
+    except ValueError as error:
+        raise ValueError(f"{error} (--context_length, --prefill_lengths, --smaller_contexts take integers)") from None
+
+
 def switches(group: Group) -> dict[str, Any]:
     """The recipe switches as `convert_keras` keywords (None where not given)."""
     return {

@@ -59,17 +59,18 @@ def op_signatures(inspected) -> list[OpSignature]:
     """
     special = set(inspected.custom_ops) | set(inspected.flex_ops)
     found = set()
-    for op in inspected.ops:
-        if op.op in special:
-            continue
-        found.add(
-            OpSignature(
-                op=op.op,
-                version=op.version,
-                inputs=tuple(dtype or OMITTED for dtype in inspected.input_dtypes(op)),
-                outputs=tuple(inspected.output_dtypes(op)),
+    for subgraph in inspected.subgraphs or [inspected]:
+        for op in subgraph.ops:
+            if op.op in special:
+                continue
+            found.add(
+                OpSignature(
+                    op=op.op,
+                    version=op.version,
+                    inputs=tuple(dtype or OMITTED for dtype in subgraph.input_dtypes(op)),
+                    outputs=tuple(subgraph.output_dtypes(op)),
+                )
             )
-        )
     return sorted(found)
 
 

@@ -10,7 +10,9 @@ from typing import Any
 from converter.common import progress as progress_lib
 from converter.common import resources
 from converter.core import calibration as calibration_lib
+from converter.core import generation as generation_lib
 from converter.core import modes, rewriting, wrapping
+from converter.core.generation import GenerationSettings
 from converter.core.recipe import Recipe, resolve_recipe
 from converter.core.results import (
     ConversionResult,
@@ -30,6 +32,8 @@ DEFAULT_SEQ_LEN = 128
 _MASK_PROBE_SAMPLES = 8
 # Windows used for the built-in check against the Keras model.
 _CHECK_WINDOWS = 2
+# Tokens of each window the generation check prefills and decodes.
+_GENERATION_CHECK_TOKENS = 48
 _TAG = "convert"
 # Below this top-1 agreement with Keras the CLI warns that the mode loses accuracy.
 LOW_AGREEMENT = 0.9
@@ -106,6 +110,7 @@ def convert_keras(
     float_residual_stream: bool | None = None,
     keep_float: str | Iterable[str] | None = None,
     symmetric_matmul: bool | None = None,
+    generation: GenerationSettings | bool | None = None,
 ) -> ConversionResult:
     """Converts a Keras language model to a LiteRT `.tflite` model.
 
@@ -141,6 +146,10 @@ def convert_keras(
       measured_ranges, float_residual_stream, keep_float, symmetric_matmul:
         the recipe's switches one by one (`Recipe` says what each does);
         None takes the mode's default. Not together with `recipe`.
+      generation: write generation signatures instead of the fixed window:
+        `prefill_<T>` and `decode` with a per-layer KV cache (True: the
+        default `GenerationSettings`, context 1024). keras-hub GPT-2 and Llama
+        LMs, in fp32, fp16 and dynamic.
 
     Returns:
       A `ConversionResult`, saved to `output_path` when one is given.
@@ -176,10 +185,22 @@ def convert_keras(
         overwrite=overwrite,
         target_runtime=target_runtime,
     )
+    generation = _generation_settings(generation, recipe=recipe, seq_len=seq_len, padding_mask=padding_mask)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     described = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name", type(model).__name__)
     progress_lib.log(_TAG, f"loading model {described}", enabled=progress)
     loaded = model_sources.load_model(model, name=name, build_dir=build_dir)
+    if generation is not None:
+        return _convert_for_generation(
+            loaded,
+            recipe,
+            generation,
+            calibration=calibration,
+            output_path=output_path,
+            overwrite=overwrite,
+            target_runtime=target_runtime,
+            progress=progress,
+        )
     seq_len = resolve_seq_len(loaded.model, seq_len)
     wrapped = wrapping.wrap_model(loaded.model, seq_len=seq_len, padding_mask=padding_mask)
     vocabulary_size = int(wrapped.outputs[0].shape[-1])
@@ -227,12 +248,24 @@ def convert_keras(
         created=now_utc(),
         recipe=recipe.to_dict(),
     )
+    return _finish(
+        result,
+        inspected,
+        target_runtime=target_runtime,
+        output_path=output_path,
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def _finish(result: ConversionResult, inspected, *, target_runtime, output_path, overwrite, progress):
+    """Refuses a model the target runtime cannot load, then saves it when asked."""
     if target_runtime is not None:
         from converter.compat import check as compat_check  # pylint: disable=import-outside-toplevel
 
         compat_check.require_loadable(
             compat_check.check_model(inspected, runtimes=[target_runtime]),
-            mode=recipe.mode.value,
+            mode=result.mode,
             everywhere=compat_check.check_model(inspected),
         )
         progress_lib.log(_TAG, f"{target_runtime} loads it (python -m converter.check)", enabled=progress)
@@ -242,6 +275,106 @@ def convert_keras(
             _TAG, f"wrote {result.path} ({result.size_bytes / 2**20:.2f} MiB) and its .json report", enabled=progress
         )
     return result
+
+
+def _generation_settings(generation, *, recipe: Recipe, seq_len, padding_mask) -> GenerationSettings | None:
+    """The generation settings asked for, refused with the reason before the model is loaded."""
+    if generation is None or generation is False:
+        return None
+    settings = GenerationSettings() if generation is True else generation
+    if not isinstance(settings, GenerationSettings):
+        raise TypeError(f"generation must be True or GenerationSettings, got {type(generation).__name__}.")
+    if seq_len is not None:
+        raise ValueError(
+            "seq_len is the fixed window's length; a generation model takes "
+            "GenerationSettings(context_length=...) instead."
+        )
+    if padding_mask:
+        raise ValueError("Generation signatures take tokens and input_pos; they have no padding_mask input.")
+    generation_lib.check_mode(recipe.mode)
+    return settings
+
+
+def _check_windows(calibration_windows, vocabulary_size: int, context: int, count: int = _CHECK_WINDOWS):
+    """Token sequences for the check against Keras: real calibration text where there is some."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    length = min(_GENERATION_CHECK_TOKENS, context)
+    if calibration_windows is not None and calibration_windows.seq_len >= length:
+        rows = calibration_windows.token_ids[:count, :length]
+        return [list(map(int, row)) for row in rows], "calibration windows"
+    rng = np.random.default_rng(0)
+    return [list(map(int, rng.integers(0, vocabulary_size, length))) for _ in range(count)], "random token ids"
+
+
+def _convert_for_generation(
+    loaded,
+    recipe: Recipe,
+    settings: GenerationSettings,
+    *,
+    calibration,
+    output_path,
+    overwrite,
+    target_runtime,
+    progress,
+) -> ConversionResult:
+    """`convert_keras(..., generation=...)` once the model is loaded: the signatures, their check, the report."""
+    import representative_data  # pylint: disable=import-outside-toplevel
+
+    shape = generation_lib.check_generation(loaded.model, settings, recipe.mode)
+    windows, calibration_info = None, None
+    if calibration is not None:
+        windows, calibration_info = _calibration_windows(
+            calibration,
+            loaded,
+            seq_len=min(settings.context_length, _GENERATION_CHECK_TOKENS),
+            recipe=recipe,
+            progress=progress,
+        )
+        representative_data.validate_windows(windows, vocabulary_size=shape.vocabulary_size)
+    names = settings.signature_names()
+    progress_lib.log(
+        _TAG,
+        f"converting {loaded.name} to {recipe.name} with {len(names)} generation signatures "
+        f"(context {', '.join(map(str, settings.contexts))})",
+        enabled=progress,
+    )
+    with resources.track_resources() as usage:
+        model_bytes = generation_lib.convert_generation(loaded.model, settings, recipe.mode)
+    progress_lib.log(
+        _TAG, f"converted in {usage.seconds:.1f} s, peak RSS {usage.peak_rss_bytes / 2**20:.0f} MiB", enabled=progress
+    )
+    inspected = inspection.inspect_model(model_bytes)
+    sequences, source = _check_windows(windows, shape.vocabulary_size, settings.context_length)
+    check = generation_lib.check_against_keras(loaded.model, model_bytes, settings, sequences)
+    check["inputs"] = f"{source}: {check['inputs']}"
+    result = ConversionResult(
+        model_name=loaded.name,
+        model_source=loaded.source,
+        mode=recipe.mode.value,
+        seq_len=settings.context_length,
+        vocabulary_size=shape.vocabulary_size,
+        **model_fields(model_bytes, inspected),
+        path=None,
+        graph_changes=("generation signatures: " + ", ".join(names),),
+        check=check,
+        conversion_seconds=round(usage.seconds, 3),
+        peak_rss_bytes=usage.peak_rss_bytes,
+        rss_before_bytes=usage.start_rss_bytes,
+        calibration=calibration_info,
+        versions=package_versions(),
+        created=now_utc(),
+        recipe=recipe.to_dict(),
+        generation=generation_lib.describe(settings, shape, loaded.tokenizer),
+    )
+    return _finish(
+        result,
+        inspected,
+        target_runtime=target_runtime,
+        output_path=output_path,
+        overwrite=overwrite,
+        progress=progress,
+    )
 
 
 def _calibration_windows(calibration, loaded, *, seq_len: int, recipe: Recipe, progress: bool):

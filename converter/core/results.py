@@ -80,6 +80,10 @@ class ConversionResult:
     recipe: Mapping[str, Any] | None = None
     # Set on a model `auto` chose: the candidate, the budget and what it measured.
     auto: Mapping[str, Any] | None = None
+    # Every signature's inputs and outputs (a generation model has several).
+    signatures: Mapping[str, Any] | None = None
+    # Set on a generation model: its contexts, prefill lengths, cache layout and special tokens.
+    generation: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field but the model bytes, as JSON-ready values, and the runtime compatibility."""
@@ -239,6 +243,7 @@ def model_fields(model_bytes: bytes, inspected: inspection.ModelInspection) -> d
         "tensor_dtypes": {"constants": summary["constant_dtypes"], "activations": summary["activation_dtypes"]},
         "min_runtime_version": inspected.min_runtime_version,
         "float_ops": float_compute_ops(inspected),
+        "signatures": summary["signatures"],
     }
 
 

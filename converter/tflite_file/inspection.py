@@ -71,6 +71,40 @@ class OpInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class SubgraphInfo:
+    """One subgraph: its tensors and its operators in execution order."""
+
+    index: int
+    name: str
+    tensors: tuple[TensorInfo, ...]
+    ops: tuple[OpInfo, ...]
+
+    def input_dtypes(self, op: OpInfo) -> list[str | None]:
+        """Dtypes of an op's inputs; None for an omitted optional input."""
+        return [self.tensors[i].dtype if i >= 0 else None for i in op.inputs]
+
+    def output_dtypes(self, op: OpInfo) -> list[str]:
+        return [self.tensors[i].dtype for i in op.outputs]
+
+
+@dataclasses.dataclass(frozen=True)
+class SignatureInfo:
+    """One signature: the subgraph it runs and its named inputs and outputs."""
+
+    key: str
+    subgraph: int
+    inputs: Mapping[str, TensorInfo]
+    outputs: Mapping[str, TensorInfo]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subgraph": self.subgraph,
+            "inputs": {k: v.to_dict() for k, v in self.inputs.items()},
+            "outputs": {k: v.to_dict() for k, v in self.outputs.items()},
+        }
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelInspection:
     """What a `.tflite` file holds, read from its flatbuffer.
 
@@ -84,6 +118,8 @@ class ModelInspection:
       custom_ops: names of custom (non-builtin, non-Flex) ops.
       flex_ops: names of Flex (TensorFlow fallback) ops.
       num_subgraphs: how many subgraphs the model holds.
+      subgraphs: every subgraph (a model with several signatures has one each).
+      signatures: every signature by key, with its subgraph, inputs and outputs.
     """
 
     size_bytes: int
@@ -95,13 +131,20 @@ class ModelInspection:
     custom_ops: tuple[str, ...]
     flex_ops: tuple[str, ...]
     num_subgraphs: int
+    subgraphs: tuple[SubgraphInfo, ...] = ()
+    signatures: Mapping[str, SignatureInfo] = dataclasses.field(default_factory=dict)
+
+    @property
+    def all_ops(self) -> list[OpInfo]:
+        """The operators of every subgraph."""
+        return [op for subgraph in self.subgraphs for op in subgraph.ops] if self.subgraphs else list(self.ops)
 
     @property
     def op_histogram(self) -> dict[str, dict[str, Any]]:
-        """Op type -> {"count": n, "versions": sorted versions}, most frequent first."""
-        counts = collections.Counter(op.op for op in self.ops)
+        """Op type -> {"count": n, "versions": sorted versions} over every subgraph, most frequent first."""
+        counts = collections.Counter(op.op for op in self.all_ops)
         versions: dict[str, set[int]] = collections.defaultdict(set)
-        for op in self.ops:
+        for op in self.all_ops:
             versions[op.op].add(op.version)
         return {name: {"count": count, "versions": sorted(versions[name])} for name, count in counts.most_common()}
 
@@ -123,7 +166,7 @@ class ModelInspection:
         """A JSON-serialisable digest for reports (no per-tensor listing)."""
         return {
             "size_bytes": self.size_bytes,
-            "num_ops": len(self.ops),
+            "num_ops": len(self.all_ops),
             "op_histogram": self.op_histogram,
             "inputs": {k: v.to_dict() for k, v in self.inputs.items()},
             "outputs": {k: v.to_dict() for k, v in self.outputs.items()},
@@ -132,6 +175,7 @@ class ModelInspection:
             "flex_ops": list(self.flex_ops),
             "constant_dtypes": dict(collections.Counter(t.dtype for t in self.tensors if t.is_constant)),
             "activation_dtypes": dict(collections.Counter(t.dtype for t in self.tensors if not t.is_constant)),
+            "signatures": {key: signature.to_dict() for key, signature in self.signatures.items()},
         }
 
 
@@ -257,35 +301,50 @@ def inspect_model(model: bytes | bytearray | str | os.PathLike) -> ModelInspecti
     if not model_object.subgraphs:
         raise ValueError("The TFLite model has no subgraph; convert the model again.")
     dtypes = {k: v.lower() for k, v in enum_names(fb.TensorType).items()}
-    subgraph = model_object.subgraphs[0]
     buffers = model_object.buffers or []
-    tensors = tuple(_tensor_info(subgraph, buffers, i, dtypes) for i in range(len(subgraph.tensors or [])))
-    ops = []
     custom, flex = set(), set()
-    for index, operator in enumerate(subgraph.operators or []):
-        name = op_type_name(model_object, operator.opcodeIndex)
-        code = model_object.operatorCodes[operator.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == fb.BuiltinOperator.CUSTOM:
-            (flex if name.startswith(_FLEX_PREFIX) else custom).add(name)
-        ops.append(
-            OpInfo(
-                index=index,
-                op=name,
-                version=int(code.version),
-                inputs=tuple(int(i) for i in (operator.inputs if operator.inputs is not None else [])),
-                outputs=tuple(int(i) for i in (operator.outputs if operator.outputs is not None else [])),
+    subgraphs = []
+    for number, subgraph in enumerate(model_object.subgraphs):
+        tensors = tuple(_tensor_info(subgraph, buffers, i, dtypes) for i in range(len(subgraph.tensors or [])))
+        ops = []
+        for index, operator in enumerate(subgraph.operators or []):
+            name = op_type_name(model_object, operator.opcodeIndex)
+            code = model_object.operatorCodes[operator.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == fb.BuiltinOperator.CUSTOM:
+                (flex if name.startswith(_FLEX_PREFIX) else custom).add(name)
+            ops.append(
+                OpInfo(
+                    index=index,
+                    op=name,
+                    version=int(code.version),
+                    inputs=tuple(int(i) for i in (operator.inputs if operator.inputs is not None else [])),
+                    outputs=tuple(int(i) for i in (operator.outputs if operator.outputs is not None else [])),
+                )
             )
+        subgraphs.append(SubgraphInfo(number, decode_name(subgraph.name or b""), tensors, tuple(ops)))
+    main = subgraphs[0]
+    signatures = {}
+    for signature in model_object.signatureDefs or []:
+        tensors = subgraphs[signature.subgraphIndex].tensors
+        key = decode_name(signature.signatureKey)
+        signatures[key] = SignatureInfo(
+            key=key,
+            subgraph=int(signature.subgraphIndex),
+            inputs={decode_name(e.name): tensors[e.tensorIndex] for e in signature.inputs or []},
+            outputs={decode_name(e.name): tensors[e.tensorIndex] for e in signature.outputs or []},
         )
     return ModelInspection(
         size_bytes=len(data),
-        tensors=tensors,
-        ops=tuple(ops),
-        inputs={n: tensors[i] for n, i in _signature_tensors(model_object, subgraph, "inputs")},
-        outputs={n: tensors[i] for n, i in _signature_tensors(model_object, subgraph, "outputs")},
+        tensors=main.tensors,
+        ops=main.ops,
+        inputs={n: main.tensors[i] for n, i in _signature_tensors(model_object, model_object.subgraphs[0], "inputs")},
+        outputs={n: main.tensors[i] for n, i in _signature_tensors(model_object, model_object.subgraphs[0], "outputs")},
         metadata=_metadata(model_object),
         custom_ops=tuple(sorted(custom)),
         flex_ops=tuple(sorted(flex)),
         num_subgraphs=len(model_object.subgraphs),
+        subgraphs=tuple(subgraphs),
+        signatures=signatures,
     )
 
 
