@@ -42,7 +42,9 @@ CONVERT_FLAGS = $(MODEL_FLAG) $(MODE_FLAG) --calibration=$(CALIBRATION) --build_
 	$(if $(KEEP_FLOAT),--keep_float=$(KEEP_FLOAT)) $(if $(VERBOSE),--verbose) $(if $(RECIPE),--recipe=$(RECIPE)) \
 	$(if $(GENERATE),--generate) $(if $(CONTEXT),--context_length=$(CONTEXT)) $(if $(PREFILL),--prefill_lengths=$(PREFILL)) $(if $(filter auto,$(MODE)),--max_ppl_increase=$(MAX_PPL_INCREASE))
 
-.PHONY: lint setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
+PROMPT ?=
+MAX_NEW_TOKENS ?=
+.PHONY: generate lint setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
 
 help:
 	@echo "make convert MODE=<fp32|fp16|dynamic|int8|int16x8> [MODEL=smollm2-135m|tiny-gpt2|gpt2-6l|path] [SEQ_LEN=n] [OVERWRITE=1] [TARGET_RUNTIME=tflite-runtime==2.14]"
@@ -50,6 +52,8 @@ help:
 	@echo "    [RECIPE=recipe.json|report.json]  a saved recipe, or a report to rebuild its model; [VERBOSE=1] TensorFlow's output too"
 	@echo "make convert MODE=auto [MAX_PPL_INCREASE=2%] [MODEL=...]  smallest, then fastest model within the budget; Pareto table in $(BUILD_DIR)/<model>/<model>_auto_search.md"
 	@echo "make convert-all [MODEL=...] [MODES=fp32,int8]  every mode, then the table in build/<model>/modes.md"
+	@echo "make convert MODE=dynamic GENERATE=1 [CONTEXT=1024] [PREFILL=32,128]  prefill/decode signatures with a KV cache"
+	@echo "make generate PROMPT=\"The capital of France is\" [MODEL=...] [MODE=dynamic|fp16|fp32] [MAX_NEW_TOKENS=64]"
 	@echo "make android MODE=int8 [MODEL=...] [OUT=$(ANDROID_ASSETS)] [OVERWRITE=1]  model, tokenizer, manifest for an app"
 	@echo "make bench [MODEL=...] [THREADS=1,2] [PEERS=0]  convert what is missing, benchmark every mode + baselines"
 	@echo "make report                   $(RESULTS_DIR)/report.md and plots from every result"
@@ -79,6 +83,14 @@ convert: $(STAMP)
 
 convert-all: $(STAMP)
 	$(PY) -m converter.cli.table $(MODEL_FLAG) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite)
+
+# Continues PROMPT with build/<model>/<model>_<mode>_generate.tflite (converted first when missing); MODE defaults
+# to dynamic here, the mode to generate with.
+generate: $(STAMP)
+	$(if $(PROMPT),,$(error Pass PROMPT="...": the text to continue, e.g. make generate PROMPT="The capital of France is"))
+	$(PY) -m converter.cli.generate $(MODEL_FLAG) $(if $(filter command line,$(origin MODE)),--mode=$(MODE)) \
+		--prompt="$(PROMPT)" --build_dir=$(BUILD_DIR) $(if $(MAX_NEW_TOKENS),--max_new_tokens=$(MAX_NEW_TOKENS)) \
+		$(if $(CONTEXT),--context_length=$(CONTEXT)) $(if $(VERBOSE),--verbose)
 
 # Converts first when build/<model>/<model>_<mode>.tflite is missing.
 android: $(STAMP)

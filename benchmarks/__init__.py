@@ -6,6 +6,15 @@ is an optional peer backend.
 """
 
 from benchmarks.accuracy import AccuracyAccumulator, AccuracyResult, kl_divergence, next_token_nll, top1_agreement
+from benchmarks.generation import (
+    CacheBinding,
+    GeneratedText,
+    Generation,
+    Generator,
+    NotAGenerationModelError,
+    Sampling,
+    generate_text,
+)
 from benchmarks.harness import benchmark_file, check_windows_fit, evaluate_accuracy, measure
 from benchmarks.machine import MachineInfo, machine_info
 from benchmarks.results import BenchmarkResult, MemoryStats, ModelInfo, check_results_dir, load_results
@@ -18,6 +27,7 @@ from benchmarks.runtimes import (
     RuntimeUnavailableError,
     open_runner,
 )
+from benchmarks.text import TextStream, TextTokenizer, load_text_tokenizer
 from benchmarks.timing import LatencyStats
 from converter.common.files import sha256_of
 from converter.tflite_file.validation import ModelFileError, check_model_file
@@ -26,9 +36,14 @@ __all__ = [
     "AccuracyAccumulator",
     "AccuracyResult",
     "BenchmarkResult",
+    "CacheBinding",
+    "GeneratedText",
+    "Generation",
+    "Generator",
     "LatencyStats",
     "MachineInfo",
     "MemoryStats",
+    "NotAGenerationModelError",
     "ModelFileError",
     "ModelInfo",
     "ModelLoadError",
@@ -37,13 +52,18 @@ __all__ = [
     "Runtime",
     "RuntimeInfo",
     "RuntimeUnavailableError",
+    "Sampling",
+    "TextStream",
+    "TextTokenizer",
     "benchmark_file",
     "check_model_file",
     "check_results_dir",
     "check_windows_fit",
     "evaluate_accuracy",
+    "generate_text",
     "kl_divergence",
     "load_results",
+    "load_text_tokenizer",
     "machine_info",
     "measure",
     "next_token_nll",

@@ -496,3 +496,93 @@ class Generator:
         return Generation(
             len(prompt), tuple(tokens), stopped_by, context, prefill_seconds, first_token_seconds, tuple(steps)
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedText:
+    """A prompt's continuation as text, with the generation behind it."""
+
+    prompt: str
+    text: str
+    generation: Generation
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "text": self.text, **self.generation.to_dict()}
+
+
+def tokenizer_beside(model_path) -> pathlib.Path:
+    """The tokenizer files a conversion writes beside a generation model (`<stem>.tokenizer_spec.json`)."""
+    from benchmarks import text  # pylint: disable=import-outside-toplevel
+
+    path = pathlib.Path(model_path)
+    return path.with_name(text.spec_file_name(path.stem))
+
+
+def generate_text(
+    model_path,
+    prompt: str,
+    *,
+    max_new_tokens: int = 64,
+    tokenizer=None,
+    sampling: Sampling = Sampling(),
+    threads: int = 2,
+    stop_token_ids: Iterable[int] | None = None,
+    on_text: Callable[[str], None] | None = None,
+    generator: Generator | None = None,
+) -> GeneratedText:
+    """Continues `prompt` with a generation model: text in, text out, numpy and LiteRT only.
+
+    Args:
+      model_path: a generation `.tflite`.
+      prompt: the text to continue.
+      max_new_tokens: most tokens to generate.
+      tokenizer: a `benchmarks.text.TextTokenizer` or the path of its files;
+        default: the files the conversion wrote beside the model.
+      sampling: greedy (default) or seeded sampling.
+      threads: CPU threads.
+      stop_token_ids: tokens that end the reply; default: the tokenizer's end-of-text id.
+      on_text: called with each new piece of text as it is decoded (streaming).
+      generator: an open `Generator` of the model, to reuse between calls.
+
+    Raises:
+      FileNotFoundError: no tokenizer beside the model (the message says how to write one).
+      ValueError: see `Generator.check_request`.
+    """
+    from benchmarks import text  # pylint: disable=import-outside-toplevel
+
+    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+        location = tokenizer_beside(model_path) if tokenizer is None else pathlib.Path(tokenizer)
+        if not location.exists():
+            raise FileNotFoundError(
+                f"No tokenizer at {str(location)!r} for {model_path}: convert the model with "
+                "`make convert GENERATE=1` (which writes it beside the model), or pass tokenizer=<its files>."
+            )
+        tokenizer = text.load_text_tokenizer(location)
+    ids = tokenizer.encode(prompt)
+    if tokenizer.add_bos and tokenizer.bos_id is not None and (not ids or ids[0] != tokenizer.bos_id):
+        ids = [tokenizer.bos_id, *ids]
+    stops = (
+        [tokenizer.eos_id] if stop_token_ids is None and tokenizer.eos_id is not None else list(stop_token_ids or ())
+    )
+    generator = generator or Generator(model_path, threads=threads)
+    stream = tokenizer.stream()
+    pieces: list[str] = []
+
+    def emit(token: int) -> None:
+        if token in stops:
+            return
+        piece = stream.push(token)
+        if piece:
+            pieces.append(piece)
+            if on_text:
+                on_text(piece)
+
+    result = generator.generate(
+        ids, max_new_tokens=max_new_tokens, sampling=sampling, stop_token_ids=stops, on_token=emit
+    )
+    tail = stream.flush()
+    if tail:
+        pieces.append(tail)
+        if on_text:
+            on_text(tail)
+    return GeneratedText(prompt=prompt, text="".join(pieces), generation=result)

@@ -42,6 +42,7 @@ from converter import tflite_file
 from converter.common import files, resources
 
 SCHEMA = "keras-lm-litert/generation-result/1"
+BASELINE_SCHEMA = "keras-lm-litert/generation-baseline/1"
 DEFAULT_PROMPT_LENGTHS = (128, 512)
 DEFAULT_NEW_TOKENS = 128
 DEFAULT_FILLS = (16, 256, 512, 1000)
@@ -105,22 +106,13 @@ class GenerationBenchmark:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
-    def file_name(self) -> str:
-        stamp = self.created.replace(":", "").replace("-", "").replace("+0000", "Z")
-        return f"{self.model['variant']}_generate_t{self.threads}_{self.runtime.name}_{stamp}.json"
-
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
         """Writes the result into the folder `path/<model name>/` under a name no other run has.
 
         Raises:
           FileExistsError: `overwrite` is False and that name exists (two runs in one second).
         """
-        folder = pathlib.Path(path) / self.model["name"]
-        target = folder / self.file_name()
-        if target.exists() and not overwrite:
-            target = folder / f"{target.stem}_{uuid.uuid4().hex[:6]}.json"
-        files.refuse_existing([target], overwrite=overwrite)
-        return files.write_atomically(target, self.to_json())
+        return _save_unique(self, path, overwrite=overwrite)
 
     def summary(self) -> str:
         prefill = ", ".join(f"pp{n} {s.median:.1f} tok/s" for n, s in self.prefill_tokens_per_second.items())
@@ -129,6 +121,86 @@ class GenerationBenchmark:
             f"tg{self.new_tokens} {self.decode_tokens_per_second.median:.1f} tok/s (context {self.decode_context}), "
             f"TTFT {self.time_to_first_token_ms.median:.1f} ms, peak RSS {self.peak_rss_bytes / 2**20:.0f} MiB"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationBaseline:
+    """A peer's or a baseline's generation speed, measured in the same run (llama.cpp, Keras, no cache).
+
+    Attributes:
+      model: name, variant (`keras-generate`, `window-recompute`, `llama.cpp-Q8_0`, ...), path, size_bytes.
+      prefill_tokens_per_second, decode_tokens_per_second: what the peer reports or was measured,
+        None where it has no such figure.
+      note: how the figure was taken; command: the command line, for peers run as programs.
+    """
+
+    schema: str
+    created: str
+    machine: MachineInfo
+    runtime: runtimes.RuntimeInfo
+    model: dict[str, Any]
+    threads: int
+    new_tokens: int
+    prefill_tokens_per_second: dict[str, float]
+    decode_tokens_per_second: float | None
+    note: str
+    command: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        model,
+        runtime,
+        threads,
+        new_tokens,
+        decode_tokens_per_second,
+        prefill_tokens_per_second=None,
+        note="",
+        command=None,
+    ) -> GenerationBaseline:
+        return cls(
+            BASELINE_SCHEMA,
+            _now(),
+            machine_info(),
+            runtime,
+            dict(model),
+            int(threads),
+            int(new_tokens),
+            dict(prefill_tokens_per_second or {}),
+            decode_tokens_per_second,
+            note,
+            command,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
+        """Writes the result into `path/<model name>/` under a name no other run has."""
+        return _save_unique(self, path, overwrite=overwrite)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _save_unique(result, path: str | os.PathLike, *, overwrite: bool) -> pathlib.Path:
+    folder = pathlib.Path(path) / result.model["name"]
+    stamp = result.created.replace(":", "").replace("-", "").replace("+0000", "Z")
+    target = folder / f"{result.model['variant']}_generate_t{result.threads}_{result.runtime.name}_{stamp}.json"
+    if target.exists() and not overwrite:
+        target = folder / f"{target.stem}_{uuid.uuid4().hex[:6]}.json"
+    files.refuse_existing([target], overwrite=overwrite)
+    return files.write_atomically(target, result.to_json())
+
+
+def short_prompt(vocabulary: int, seed: int = 100) -> list[int]:
+    """The short prompt tg<N> and TTFT are measured after (`SHORT_PROMPT` ids drawn with a seed)."""
+    return _prompt(SHORT_PROMPT, vocabulary, seed)
 
 
 def memory_bandwidth_bytes_per_second(size_bytes: int = _BANDWIDTH_BYTES, repeats: int = 5) -> float:
@@ -234,7 +306,7 @@ def benchmark_generation(
     decode_rates, first_token = [], []
     decode_context = generator.signatures.context_for(SHORT_PROMPT + new_tokens)
     for repeat in range(repeats):
-        result = generator.generate(_prompt(SHORT_PROMPT, vocabulary, 100 + repeat), max_new_tokens=new_tokens)
+        result = generator.generate(short_prompt(vocabulary, 100 + repeat), max_new_tokens=new_tokens)
         decode_rates.append(result.decode_tokens_per_second)
         first_token.append(1000 * result.first_token_seconds)
     log(f"tg{new_tokens}: {statistics.median(decode_rates):.1f} tok/s on context {decode_context}")
@@ -265,7 +337,7 @@ def benchmark_generation(
     }
     return GenerationBenchmark(
         schema=SCHEMA,
-        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        created=_now(),
         machine=machine_info(),
         runtime=runtimes.runtime_info(runtimes.Runtime.AI_EDGE_LITERT),
         model={

@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 # Public name -> the module that defines it.
 _EXPORTS = {
     "AndroidExport": "converter.deploy.android_export",
+    "DeviceTokenizerExport": "converter.deploy",
+    "export_device_tokenizer": "converter.deploy",
+    "GenerationSettings": "converter.core.generation",
     "export_android": "converter.deploy.android_export",
     "AutoResult": "converter.tools.auto",
     "auto_convert": "converter.tools.auto",
@@ -62,6 +65,8 @@ if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers only
         default_output_path,
         parse_mode,
     )
+    from converter.core.generation import GenerationSettings  # noqa: F401
+    from converter.deploy import DeviceTokenizerExport, export_device_tokenizer  # noqa: F401
     from converter.deploy.android_export import AndroidExport, export_android  # noqa: F401
     from converter.models import BUILTIN_MODELS, DEFAULT_MODEL, LoadedModel, load_model  # noqa: F401
     from converter.passes import keep_in_float, smoothed  # noqa: F401

@@ -66,14 +66,14 @@ def run_tflite(model_bytes: bytes, feed: dict) -> np.ndarray:
     return runner(**feed)["logits"]
 
 
-def tiny_llama_causal_lm(*, num_layers: int = 2, seed: int = 0):
+def tiny_llama_causal_lm(*, num_layers: int = 2, seed: int = 0, vocabulary_size: int = VOCABULARY_SIZE):
     """A keras-hub Llama (RMSNorm, RoPE, SiLU-gated MLP, grouped-query attention), hidden 64."""
     import keras
     import keras_hub
 
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=VOCABULARY_SIZE,
+        vocabulary_size=vocabulary_size,
         num_layers=num_layers,
         num_query_heads=4,
         num_key_value_heads=2,

@@ -265,3 +265,30 @@ def test_the_generation_benchmark_measures_prefill_decode_memory_and_roofline(co
     assert data["schema"] == generation_bench.SCHEMA and data["new_tokens"] == 12
     with pytest.raises(ValueError, match="do not fit the model's context of 96"):
         generation_bench.benchmark_generation(path, threads=1, prompt_lengths=(200,), progress=False)
+
+
+def test_text_in_and_out_through_the_exported_tokenizer(family, tmp_path):
+    from converter.deploy import device_tokenizer
+
+    from helpers import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    size = tokenizer.vocabulary_size()
+    if family == "gpt2":
+        model = _peaked(tiny_gpt2_causal_lm(hidden_dim=64, max_sequence_length=128, vocabulary_size=size))
+    else:
+        model = _peaked(tiny_llama_causal_lm(vocabulary_size=size))
+    path = tmp_path / f"{family}_generate.tflite"
+    converter.convert_keras(model, "fp32", generation=SETTINGS, output_path=path, progress=False)
+    device_tokenizer.export_device_tokenizer(tokenizer, name=path.stem).save(tmp_path)
+    prompt = "The for statement is used to"
+    ids = [int(i) for i in np.asarray(tokenizer(prompt))]
+    expected = generation.Generator(path, threads=1).generate(ids, max_new_tokens=12)
+    streamed = []
+    reply = generation.generate_text(
+        path, prompt, max_new_tokens=12, threads=1, stop_token_ids=[], on_text=streamed.append
+    )
+    assert reply.generation.tokens == expected.tokens
+    assert reply.text == "".join(streamed) == tokenizer.detokenize(np.asarray(expected.tokens))
+    with pytest.raises(FileNotFoundError, match="No tokenizer at .* `make convert GENERATE=1`"):
+        generation.generate_text(path, prompt, tokenizer=tmp_path / "missing.tokenizer_spec.json")

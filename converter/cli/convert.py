@@ -169,6 +169,9 @@ def main(argv: list[str]) -> int:
 def _run_convert(values) -> tuple[str, str | None]:
     """Converts as the flags ask; returns the report line and a warning, if any."""
     # pylint: disable=import-outside-toplevel
+    import pathlib
+
+    from converter.common import files
     from converter.core import calibration as calibration_lib
     from converter.core import conversion, results
     from converter.models import model_sources
@@ -211,6 +214,16 @@ def _run_convert(values) -> tuple[str, str | None]:
                 seed=recipe.calibration.seed,
                 build_dir=values.build_dir.value,
             )
+    tokenizer_files = None
+    if generation is not None and loaded.tokenizer is not None:
+        # Checked and built before the conversion: a tokenizer the device cannot read stops it, and nothing is
+        # written; the files go beside the model once it is.
+        from converter.deploy import device_tokenizer
+
+        tokenizer_files = device_tokenizer.export_device_tokenizer(loaded.tokenizer, name=pathlib.Path(out).stem)
+        files.refuse_existing(
+            [pathlib.Path(out).parent / n for n in tokenizer_files.files], overwrite=values.overwrite.value
+        )
     result = conversion.convert_keras(
         loaded,
         recipe=recipe,
@@ -223,6 +236,8 @@ def _run_convert(values) -> tuple[str, str | None]:
         build_dir=values.build_dir.value,
         target_runtime=values.target_runtime.value,
     )
+    if tokenizer_files is not None:
+        tokenizer_files.save(pathlib.Path(result.path).parent, overwrite=values.overwrite.value)
     check = result.check
     report = (
         f"{result.path}: {result.size_bytes / 2**20:.2f} MiB, {recipe.name}, seq_len {result.seq_len}, "

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 _console: TextIO | None = None
+_stdout: TextIO | None = None
 # Lines of silenced output shown when the silenced block fails.
 _TAIL_LINES = 40
 _PLAIN_UPDATES = 10
@@ -26,6 +27,11 @@ _PLAIN_UPDATES = 10
 def console() -> TextIO:
     """The stream the project's progress goes to: the terminal's stderr."""
     return _console if _console is not None else sys.stderr
+
+
+def stdout() -> TextIO:
+    """The process's real standard output, also while native output is silenced (for results and replies)."""
+    return _stdout if _stdout is not None else sys.stdout
 
 
 def log(tag: str, message: str, *, enabled: bool = True) -> None:
@@ -98,15 +104,16 @@ def silence_native_output(*, enabled: bool = True) -> Iterator[None]:
     Args:
       enabled: False leaves the output alone (`--verbose`).
     """
-    global _console  # pylint: disable=global-statement
+    global _console, _stdout  # pylint: disable=global-statement
     if not enabled:
         yield
         return
     sys.stdout.flush()
     sys.stderr.flush()
     saved_out, saved_err = os.dup(1), os.dup(2)
-    previous = _console
+    previous, previous_stdout = _console, _stdout
     _console = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding="utf-8", errors="replace")
+    _stdout = os.fdopen(os.dup(saved_out), "w", buffering=1, encoding="utf-8", errors="replace")
     sink = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the replay
     os.dup2(sink.fileno(), 1)
     os.dup2(sink.fileno(), 2)
@@ -124,7 +131,8 @@ def silence_native_output(*, enabled: bool = True) -> Iterator[None]:
         os.close(saved_out)
         os.close(saved_err)
         _console.close()
-        _console = previous
+        _stdout.close()
+        _console, _stdout = previous, previous_stdout
         if failed:
             sink.seek(0)
             tail = sink.read().decode("utf-8", errors="replace").splitlines()[-_TAIL_LINES:]
