@@ -44,7 +44,7 @@ CONVERT_FLAGS = $(MODEL_FLAG) $(MODE_FLAG) --calibration=$(CALIBRATION) --build_
 
 PROMPT ?=
 MAX_NEW_TOKENS ?=
-.PHONY: generate lint setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
+.PHONY: bench-generation generate lint setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
 
 help:
 	@echo "make convert MODE=<fp32|fp16|dynamic|int8|int16x8> [MODEL=smollm2-135m|tiny-gpt2|gpt2-6l|path] [SEQ_LEN=n] [OVERWRITE=1] [TARGET_RUNTIME=tflite-runtime==2.14]"
@@ -56,6 +56,8 @@ help:
 	@echo "make generate PROMPT=\"The capital of France is\" [MODEL=...] [MODE=dynamic|fp16|fp32] [MAX_NEW_TOKENS=64]"
 	@echo "make android MODE=int8 [MODEL=...] [OUT=$(ANDROID_ASSETS)] [OVERWRITE=1]  model, tokenizer, manifest for an app"
 	@echo "make bench [MODEL=...] [THREADS=1,2] [PEERS=0]  convert what is missing, benchmark every mode + baselines"
+	@echo "make bench-generation [MODEL=...] [GEN_MODES=fp32,fp16,dynamic] [THREADS=1,2] [PEERS=0]  prefill/decode tok/s, TTFT,"
+	@echo "                              memory, roofline; window-recompute, keras-hub generate and llama.cpp baselines"
 	@echo "make report                   $(RESULTS_DIR)/report.md and plots from every result"
 	@echo "make bench-fidelity           harness timing vs LiteRT's own benchmark tool"
 	@echo "make pi-pack [MODEL=...] [MODES=fp32,int8] [OVERWRITE=1]  $(BUILD_DIR)/pi-pack-<model>.tar.gz for a Raspberry Pi"
@@ -100,6 +102,13 @@ android: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m converter.cli.bench $(MODEL_FLAG) --modes=$(MODES) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
 		--results_dir=$(RESULTS_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(filter 0,$(PEERS)),--nopeers) $(BENCH_FLAGS)
+
+# Generation models (prefill/decode) in every float and dynamic mode, with the window-recompute, keras-hub and
+# llama.cpp baselines; `make report` renders them.
+GEN_MODES ?= fp32,fp16,dynamic
+bench-generation: $(STAMP)
+	$(PY) -m converter.cli.bench_generation $(MODEL_FLAG) --modes=$(GEN_MODES) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
+		--results_dir=$(RESULTS_DIR) $(if $(filter 0,$(PEERS)),--nokeras --nollama_cpp)
 
 report: $(STAMP)
 	$(PY) -m benchmarks.report --results_dir=$(RESULTS_DIR)

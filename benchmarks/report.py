@@ -18,7 +18,7 @@ from typing import Any
 
 from absl import app, flags
 
-from benchmarks import device_report, plots
+from benchmarks import device_report, generation_report, plots
 from benchmarks import results as results_lib
 from converter.common import files
 
@@ -259,10 +259,19 @@ def plot_run(run: ModelRun, path: pathlib.Path) -> bool:
     return True
 
 
-def render_report(results: list[dict[str, Any]], *, out: pathlib.Path, plots: bool = True) -> str:
-    """Writes `out` (markdown) and one PNG per machine and model beside it; returns the markdown."""
-    if not results:
-        raise ValueError("No benchmark results to report; run `make bench` first.")
+def render_report(
+    results: list[dict[str, Any]], *, out: pathlib.Path, plots: bool = True, generation: list[dict[str, Any]] = ()
+) -> str:
+    """Writes `out` (markdown) and one PNG per machine and model beside it; returns the markdown.
+
+    Args:
+      results: window benchmark results (`results.load_results`).
+      out: the markdown file.
+      plots: draw the PNG plots (needs matplotlib).
+      generation: generation results and baselines (`generation_report.load_generation_results`).
+    """
+    if not results and not generation:
+        raise ValueError("No benchmark results to report; run `make bench` (or `make bench-generation`) first.")
     sections = ["# Benchmark report\n"]
     for run in group_runs(results):
         host = title = run.machine["hostname"] or "machine"
@@ -285,6 +294,7 @@ def render_report(results: list[dict[str, Any]], *, out: pathlib.Path, plots: bo
                 sections.append(f"![{run.model} latency and size]({image.name})\n")
             else:
                 sections.append("(plots need matplotlib: pip install matplotlib)\n")
+    sections += [s for s in generation_report.generation_sections(list(generation), out=out, plot=plots) if s]
     text = "\n".join(sections)
     files.write_atomically(out, text)
     return text
@@ -306,9 +316,10 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
         results = results_lib.load_results(_RESULTS_DIR.value)
+        generation = generation_report.load_generation_results(_RESULTS_DIR.value)
         out = pathlib.Path(_OUT.value or pathlib.Path(_RESULTS_DIR.value) / "report.md")
         results_lib.check_results_dir(out.parent)
-        text = render_report(results, out=out)
+        text = render_report(results, out=out, generation=generation)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

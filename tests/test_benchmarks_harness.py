@@ -64,7 +64,7 @@ def test_accuracy_equals_a_direct_computation_with_the_interpreter(dynamic_resul
     accuracy = dynamic_result.accuracy
     assert accuracy.perplexity == pytest.approx(math.exp(nll / count), rel=1e-9)
     assert accuracy.top1_agreement == pytest.approx(agree / count)
-    assert 0 < accuracy.mean_kl < 0.05  # int8 weights: close to fp32, not equal
+    assert 0 < accuracy.mean_kl < 1e-3  # int8 weights: close to fp32, not equal (3e-6 measured; another model 0.01)
 
 
 def test_the_fp32_model_against_itself_agrees_fully(converted_tiny_lm):

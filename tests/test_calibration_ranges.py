@@ -108,4 +108,6 @@ def test_convert_keras_with_measured_ranges_calibrates_output_projections_to_the
         assert tensor.quantization.scale[0] == pytest.approx((max(high, 0) - min(low, 0)) / 255, rel=0.02), tensor.name
         checked += 1
     assert checked >= 4
-    assert result.check["top1_agreement"] > 0.5
+    # RMS logit error relative to the logits' spread: 0.053 on every CPU measured; a projection's weight scale
+    # off by 1.25 gives 0.12-0.14, an output scale off by 100 0.42.
+    assert result.check["rms_logit_error"] < 0.1 * result.check["logit_std"]

@@ -47,7 +47,10 @@ def test_residual_stream_and_norm_statistics_run_in_float_and_the_model_stays_cl
     assert {inspected.tensors[op.inputs[0]].dtype for op in inspected.ops_of_type("FULLY_CONNECTED")} == {
         "int8" if mode == "int8" else "int16"
     }
-    assert floated.check["top1_agreement"] >= stock.check["top1_agreement"] - 0.05
+    # The error relative to the logits, not argmax counts: on a random model most positions' top-1 margins
+    # are below the quantization error (docs/2026-12-01-tests-on-any-cpu.md). Measured ratios 0.90 (GPT-2) and
+    # 1.00 (Llama) on x86 AVX-512, AVX2 and ARM; one projection's weight scale off by 1.25 gives 2.2-8.2.
+    assert floated.check["rms_logit_error"] <= 1.25 * stock.check["rms_logit_error"]
     assert floated.check["max_abs_logit_error"] <= 1.5 * stock.check["max_abs_logit_error"] + 1e-3
     feed = {"token_ids": windows.token_ids[:1]}
     assert np.all(np.isfinite(run_tflite(floated.model, feed)))

@@ -231,13 +231,19 @@ def test_weights_are_stored_once_whatever_the_number_of_signatures(model, conver
     assert _constant_bytes(result.model) - _constant_bytes(one.model) < 0.02 * weights
 
 
-def test_dynamic_generation_keeps_the_next_token(model, tmp_path):
-    result = converter.convert_keras(model, "dynamic", generation=SETTINGS, progress=False)
+def test_fp16_and_dynamic_generation_stay_close_to_keras(model):
     fp32 = converter.convert_keras(model, "fp32", generation=SETTINGS, progress=False)
+    fp16 = converter.convert_keras(model, "fp16", generation=SETTINGS, progress=False)
+    dynamic = converter.convert_keras(model, "dynamic", generation=SETTINGS, progress=False)
+    # RMS logit error over the logits' spread (not argmax counts, which are rounding luck on random weights):
+    # fp16 weights round to 11 bits (measured 5e-4 of the spread), int8 weights and per-row int8 activations
+    # to 8 bits (measured 0.017 on both families).
+    assert fp16.check["rms_logit_error"] < 0.002 * fp16.check["logit_std"]
+    assert dynamic.check["rms_logit_error"] < 0.05 * dynamic.check["logit_std"]
     # int8 weight matrices: a quarter of their bytes; biases, norms and GPT-2's position table stay float
     # (0.32 of the constants here, 0.25 for Llama). The files also hold six signatures' graphs.
-    assert _constant_bytes(result.model) < 0.35 * _constant_bytes(fp32.model)
-    assert result.check["top1_agreement"] >= 0.9
+    assert _constant_bytes(dynamic.model) < 0.35 * _constant_bytes(fp32.model)
+    assert _constant_bytes(fp16.model) < 0.55 * _constant_bytes(fp32.model)
 
 
 def test_the_generation_benchmark_measures_prefill_decode_memory_and_roofline(converted, tmp_path):

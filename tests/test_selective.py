@@ -103,8 +103,10 @@ def test_chosen_ops_run_in_float_and_the_model_gets_no_worse(int8_model, choices
                 ]
             )
         )
-    # Computing more in float can only remove rounding (a little slack for noise on random weights).
-    assert errors[1] <= errors[0] * 1.05 + 1e-6, errors
+    # More in float does not make the model worse: measured ratios at most 1.024 over 50 feeds and three CPU
+    # kinds (not below 1 everywhere: a dynamic-range FC rounds its input per row); a float-region FC with a
+    # weight scale off by 1.25 gives 1.38-5.3.
+    assert errors[1] <= errors[0] * 1.25 + 1e-6, errors
 
 
 def test_choices_are_parsed_and_bad_ones_refused_with_what_is_valid():

@@ -11,7 +11,7 @@ from converter.common import progress as progress_lib
 from converter.common import resources
 from converter.core import calibration as calibration_lib
 from converter.core import generation as generation_lib
-from converter.core import modes, rewriting, wrapping
+from converter.core import modes, results, rewriting, wrapping
 from converter.core.generation import GenerationSettings
 from converter.core.recipe import Recipe, resolve_recipe
 from converter.core.results import (
@@ -505,19 +505,15 @@ def _check_against_keras(wrapped, model_bytes, windows, *, seq_len, vocabulary_s
         ]
         source = "random token ids"
     runner = litert.Interpreter(model_content=model_bytes).get_signature_runner()
-    max_error, agree, total = 0.0, 0, 0
+    expected, actual = [], []
     for feed in feeds:
-        expected = np.asarray(wrapped([feed[name] for name in input_names])[wrapping.LOGITS])
-        actual = runner(**feed)[wrapping.LOGITS]
-        max_error = max(max_error, float(np.max(np.abs(expected - actual))))
-        agree += int(np.sum(expected.argmax(-1) == actual.argmax(-1)))
-        total += expected.shape[0] * expected.shape[1]
+        expected.append(np.asarray(wrapped([feed[name] for name in input_names])[wrapping.LOGITS]))
+        actual.append(runner(**feed)[wrapping.LOGITS])
     return {
         "against": "keras model",
         "inputs": source,
         "windows": len(feeds),
-        "max_abs_logit_error": round(max_error, 6),
-        "top1_agreement": round(agree / total, 6),
+        **results.logit_agreement(np.concatenate(expected, axis=1)[0], np.concatenate(actual, axis=1)[0]),
     }
 
 

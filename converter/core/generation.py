@@ -21,7 +21,6 @@ the weights.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +28,7 @@ from typing import Any
 
 from converter.core import modes
 from converter.core.cached_decoder import CachedDecoder, DecoderShape, decoder_shape
+from converter.core.results import logit_agreement
 
 DEFAULT_CONTEXT_LENGTH = 1024
 DEFAULT_PREFILL_LENGTHS = (32, 128)
@@ -250,13 +250,12 @@ def check_against_keras(
     decode_details = runners[DECODE].get_input_details()
     cache_names = [name for name in decode_details if name.startswith("kv_cache_")]
     chunk = max(settings.prefill_lengths)
-    max_error, agree, total, windows_used = 0.0, 0, 0, 0
+    expected_rows, actual_rows, windows_used = [], [], 0
     for window in windows:
         ids = [int(i) for i in window]
         expected = reference_logits(model, ids)
         caches = {name: np.zeros(decode_details[name]["shape"], np.float32) for name in cache_names}
         head = len(ids) - decode_steps
-        logits = []
         for begin in range(0, head, chunk):
             piece = ids[:head][begin : begin + chunk]
             tokens = piece + [0] * (chunk - len(piece))
@@ -265,29 +264,19 @@ def check_against_keras(
                 tokens=np.asarray([tokens], np.int32), input_pos=np.asarray(positions, np.int32), **caches
             )
             caches = {name: out[name] for name in cache_names}
-        logits.append((head - 1, out[LOGITS].reshape(-1)))
+        expected_rows.append(expected[head - 1])
+        actual_rows.append(out[LOGITS].reshape(-1))
         for position in range(head, len(ids)):
             out = runners[DECODE](
                 tokens=np.asarray([[ids[position]]], np.int32), input_pos=np.asarray([position], np.int32), **caches
             )
             caches = {name: out[name] for name in cache_names}
-            logits.append((position, out[LOGITS].reshape(-1)))
-        for position, actual in logits:
-            max_error = max(max_error, float(np.max(np.abs(actual - expected[position]))))
-            agree += int(np.argmax(actual) == np.argmax(expected[position]))
-            total += 1
+            expected_rows.append(expected[position])
+            actual_rows.append(out[LOGITS].reshape(-1))
         windows_used += 1
     return {
         "against": "keras model (full window)",
         "inputs": f"prefill_{chunk} in chunks, then {decode_steps} decode steps per window",
         "windows": windows_used,
-        "max_abs_logit_error": round(max_error, 6),
-        "top1_agreement": round(agree / total, 6) if total else None,
+        **logit_agreement(np.stack(expected_rows), np.stack(actual_rows)),
     }
-
-
-def default_generation_path(model_name: str, variant: str, *, build_dir: str | os.PathLike = "build"):
-    """`build/<model>/<model>_<variant>_generate.tflite`."""
-    import pathlib  # pylint: disable=import-outside-toplevel
-
-    return pathlib.Path(build_dir) / model_name / f"{model_name}_{variant}_generate.tflite"

@@ -260,3 +260,21 @@ def float_compute_ops(inspected: inspection.ModelInspection) -> dict[str, int]:
         if reads_float:
             counts[op.op] = counts.get(op.op, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def logit_agreement(expected, actual) -> dict[str, float]:
+    """How close logits `[positions, vocab]` are to the reference's: the report's `check` figures.
+
+    The RMS error over the reference logits' standard deviation is the figure that holds on any CPU;
+    top-1 agreement on a random model's near-tied logits is rounding luck (docs/2026-12-01-tests-on-any-cpu.md).
+    """
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    expected, actual = np.asarray(expected, np.float64), np.asarray(actual, np.float64)
+    error = actual - expected
+    return {
+        "max_abs_logit_error": round(float(np.max(np.abs(error))), 6),
+        "rms_logit_error": round(float(np.sqrt(np.mean(error**2))), 6),
+        "logit_std": round(float(np.std(expected)), 6),
+        "top1_agreement": round(float(np.mean(expected.argmax(-1) == actual.argmax(-1))), 6),
+    }

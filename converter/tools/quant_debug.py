@@ -157,6 +157,8 @@ class LogitsError:
     max_abs_error: float
     top1_agreement: float
     mean_kl: float
+    # The float model's logits' standard deviation: `rmse` over it is the error relative to the signal.
+    reference_std: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -757,7 +759,7 @@ def debug_quantization(
     from benchmarks import accuracy  # pylint: disable=import-outside-toplevel
 
     agree = positions = 0
-    kl_sum, max_error, squared = 0.0, 0.0, 0.0
+    kl_sum, max_error, squared, total, total_squared = 0.0, 0.0, 0.0, 0.0, 0.0
     for window in range(count):
         progress_lib.log("quant_debug", f"window {window + 1}/{count}", enabled=progress)
         float_runner.run(_feed(windows, window, float_runner.inputs))
@@ -773,6 +775,8 @@ def debug_quantization(
         positions += int(keep.sum())
         max_error = max(max_error, float(np.max(np.abs(real - real_reference))))
         squared += float(np.sum(np.square(real.astype(np.float64) - real_reference)))
+        total += float(np.sum(real_reference, dtype=np.float64))
+        total_squared += float(np.sum(np.square(real_reference.astype(np.float64))))
         reference_cache: dict[int, np.ndarray] = {}
 
         def reference(index: int, reference_cache=reference_cache) -> np.ndarray:
@@ -811,6 +815,10 @@ def debug_quantization(
         max_abs_error=max_error,
         top1_agreement=agree / positions,
         mean_kl=kl_sum / positions,
+        reference_std=max(
+            total_squared / (positions * vocabulary_size) - (total / (positions * vocabulary_size)) ** 2, 0.0
+        )
+        ** 0.5,
     )
 
     local_relative = {index: stats[index].local.relative() for index in activations if stats[index].local.count}

@@ -1,0 +1,168 @@
+"""The generation section of the report: tokens per second in llama-bench's terms, beside the peers.
+
+For each machine and model: every generation model (the latest run per
+variant and thread count) with prefill and decode tokens per second, time to
+first token, decode cost by cache fill, memory against what the model must
+hold, the roofline efficiency of a decode step and the window-recompute
+baseline; then the peers measured in the same run (llama.cpp, keras-hub's
+`generate`) with our decode speed as a ratio to theirs; and a plot of decode
+tokens per second against file size.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pathlib
+from typing import Any
+
+from benchmarks import generation_bench, plots
+
+_LLAMA_CPP_REFERENCE = "llama.cpp-Q8_0"
+
+
+def load_generation_results(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every generation result and baseline under a folder, oldest first (empty when there is none)."""
+    folder = pathlib.Path(results_dir)
+    found = []
+    for path in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # report.load_results names broken files
+        if isinstance(data, dict) and data.get("schema") in (generation_bench.SCHEMA, generation_bench.BASELINE_SCHEMA):
+            data["_path"] = str(path)
+            found.append(data)
+    return sorted(found, key=lambda result: result["created"])
+
+
+def _latest(items: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    latest = {}
+    for item in items:
+        latest[(item["model"]["variant"], item["threads"])] = item
+    return latest
+
+
+def _rate(value) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _decode(item: dict[str, Any]) -> float | None:
+    value = item.get("decode_tokens_per_second")
+    return value["median"] if isinstance(value, dict) else value
+
+
+def _prefill(item: dict[str, Any], length: str) -> float | None:
+    value = (item.get("prefill_tokens_per_second") or {}).get(length)
+    return value["median"] if isinstance(value, dict) else value
+
+
+def generation_section(
+    items: list[dict[str, Any]], *, out: pathlib.Path, host: str, model: str, plot: bool = True
+) -> str:
+    """The markdown for one machine and model (and its plot beside `out`)."""
+    latest = _latest(items)
+    ours = {key: item for key, item in latest.items() if item["schema"] == generation_bench.SCHEMA}
+    peers = {key: item for key, item in latest.items() if item["schema"] == generation_bench.BASELINE_SCHEMA}
+    if not ours and not peers:
+        return ""
+    lengths = sorted({length for item in ours.values() for length in item["prefill_tokens_per_second"]}, key=int)
+    reference = {
+        threads: _decode(item) for (variant, threads), item in peers.items() if variant == _LLAMA_CPP_REFERENCE
+    }
+    lines = [
+        f"### Generation: {model}\n",
+        "Prefill `pp<N>` and decode `tg<N>` in tokens per second (median of the repeats), as llama-bench "
+        "counts them; decode runs on the shortest cache that holds the reply. Memory is the peak RSS over "
+        "the model file plus its KV cache; efficiency is the memory-roofline bound of a decode step "
+        "(its weights and cache over the measured bandwidth) over the measured step.\n",
+        "| variant | size | threads | "
+        + " | ".join(f"pp{n}" for n in lengths)
+        + " | tg (context) | vs llama.cpp Q8_0 | TTFT | decode ms at fill | step / window | RSS / (file + cache) "
+        "| roofline |",
+        "| --- | ---: | ---: | "
+        + " | ".join("---:" for _ in lengths)
+        + " | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for (variant, threads), item in sorted(ours.items()):
+        decode = _decode(item)
+        versus = reference.get(threads)
+        fills = ", ".join(f"{fill}: {ms:.1f}" for fill, ms in item["decode_ms_by_fill"].items())
+        full_step = item["roofline"]["measured_ms"]
+        window = item.get("window_forward_ms")
+        rss = item["peak_rss_bytes"] / (item["file_bytes"] + item["cache_bytes"])
+        lines.append(
+            f"| {variant} | {item['file_bytes'] / 2**20:.1f} MiB | {threads} | "
+            + " | ".join(_rate(_prefill(item, n)) for n in lengths)
+            + f" | {_rate(decode)} ({item['decode_context']}) | "
+            + ("–" if not versus else f"{decode / versus:.2f}x")
+            + f" | {item['time_to_first_token_ms']['median']:.1f} ms | {fills} | "
+            + ("–" if not window or not full_step else f"{full_step / window:.3f}")
+            + f" | {rss:.2f}x | {100 * item['roofline']['efficiency']:.0f} % |"
+        )
+    baseline_rows = []
+    for (variant, threads), item in sorted(ours.items()):
+        if item.get("window_forward_ms"):
+            baseline_rows.append(
+                f"| window recompute ({variant}) | {threads} | – | {1000 / item['window_forward_ms']:.1f} "
+                "| one full-window forward per token, the fixed-window model of the same mode |"
+            )
+    for (variant, threads), item in sorted(peers.items()):
+        prefill = ", ".join(f"pp{n} {v:.0f}" for n, v in (item.get("prefill_tokens_per_second") or {}).items())
+        baseline_rows.append(f"| {variant} | {threads} | {prefill or '–'} | {_rate(_decode(item))} | {item['note']} |")
+    if baseline_rows:
+        lines += [
+            "",
+            "Baselines and peers, same machine and run:",
+            "",
+            "| baseline | threads | prefill tok/s | decode tok/s | how |",
+            "| --- | ---: | --- | ---: | --- |",
+            *baseline_rows,
+        ]
+    text = "\n".join(lines) + "\n"
+    if plot and ours:
+        image = out.with_name(f"{model}_{host}_generation.png")
+        if _plot(ours, peers, image, title=f"{model} on {host}"):
+            text += f"\n![{model} decode tokens per second against size]({image.name})\n"
+    return text
+
+
+def _plot(ours, peers, path: pathlib.Path, *, title: str) -> bool:
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return False
+    figure, axes = pyplot.subplots(figsize=(7, 4.5))
+    by_threads = collections.defaultdict(list)
+    for (variant, threads), item in ours.items():
+        by_threads[threads].append((item["file_bytes"] / 2**20, _decode(item), variant))
+    for (variant, threads), item in peers.items():
+        size = item["model"].get("size_bytes")
+        if size and _decode(item):
+            by_threads[threads].append((size / 2**20, _decode(item), variant))
+    for threads, points in sorted(by_threads.items()):
+        axes.scatter([p[0] for p in points], [p[1] for p in points], label=f"{threads} thread(s)", s=40)
+        for size, rate, variant in points:
+            axes.annotate(variant, (size, rate), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes.set_xlabel("file size [MiB]")
+    axes.set_ylabel("decode tokens per second")
+    axes.set_title(f"decode speed against size: {title}")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    plots.save_figure(figure, path)
+    return True
+
+
+def generation_sections(results: list[dict[str, Any]], *, out: pathlib.Path, plot: bool = True) -> list[str]:
+    """One section per machine and model."""
+    grouped = collections.defaultdict(list)
+    for item in results:
+        grouped[(item["machine"]["hostname"], item["model"]["name"])].append(item)
+    return [
+        generation_section(items, out=out, host=host or "machine", model=model, plot=plot)
+        for (host, model), items in sorted(grouped.items())
+    ]
