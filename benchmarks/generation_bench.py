@@ -188,6 +188,11 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
+def now_stamp() -> str:
+    """The time as result file names carry it (`20261201T120000Z`)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
 def _save_unique(result, path: str | os.PathLike, *, overwrite: bool) -> pathlib.Path:
     folder = pathlib.Path(path) / result.model["name"]
     stamp = result.created.replace(":", "").replace("-", "").replace("+0000", "Z")

@@ -15,10 +15,51 @@ from converter.tools import llama_cpp
 
 PROJECT_BUILD_DIR = pathlib.Path(__file__).resolve().parents[1] / "build"
 
-# Recorded from `llama-bench -m smollm2-135m_Q8_0.gguf -p 16 -n 16 -r 1 -t 1,2 -o json`
-# (the build of this module, 0c1e570), trimmed to the fields llama-bench prints; the numbers are as measured.
+# Recorded on 2026-12-01 from `llama-bench -m build/smollm2-135m/smollm2-135m_Q8_0.gguf -p 16 -n 16 -r 1 -t 1,2
+# -o json` (this module's build of llama.cpp 0c1e570, 2-core KVM Xeon); every field as printed, lines reflowed.
 RECORDED_LLAMA_BENCH_JSON = """
-@@SAMPLE@@
+[
+  {"build_commit": "0c1e570", "build_number": 0, "cpu_info": "Intel(R) Xeon(R) Processor", "gpu_info": "",
+   "backends": "CPU", "model_filename": "build/smollm2-135m/smollm2-135m_Q8_0.gguf",
+   "model_type": "llama 256M Q8_0", "model_size": 143025408, "model_n_params": 134515008, "n_batch": 2048,
+   "n_ubatch": 512, "n_threads": 1, "cpu_mask": "0x0", "cpu_strict": false, "poll": 50, "type_k": "f16",
+   "type_v": "f16", "n_gpu_layers": -1, "n_cpu_moe": 0, "split_mode": "layer", "main_gpu": 0,
+   "no_kv_offload": false, "flash_attn": -1, "devices": "auto", "tensor_split": "0.00",
+   "tensor_buft_overrides": "none", "load_mode": "auto", "lazy_mode": "auto", "embeddings": false,
+   "no_op_offload": 0, "no_host": false, "repack": true, "fit_target": 0, "fit_min_ctx": 0, "n_prompt": 16,
+   "n_gen": 0, "n_depth": 0, "test_time": "2026-12-01T23:59:34Z", "avg_ns": 70364829, "stddev_ns": 0,
+   "avg_ts": 227.386327, "stddev_ts": 0.0, "samples_ns": [70364829], "samples_ts": [227.386]},
+  {"build_commit": "0c1e570", "build_number": 0, "cpu_info": "Intel(R) Xeon(R) Processor", "gpu_info": "",
+   "backends": "CPU", "model_filename": "build/smollm2-135m/smollm2-135m_Q8_0.gguf",
+   "model_type": "llama 256M Q8_0", "model_size": 143025408, "model_n_params": 134515008, "n_batch": 2048,
+   "n_ubatch": 512, "n_threads": 1, "cpu_mask": "0x0", "cpu_strict": false, "poll": 50, "type_k": "f16",
+   "type_v": "f16", "n_gpu_layers": -1, "n_cpu_moe": 0, "split_mode": "layer", "main_gpu": 0,
+   "no_kv_offload": false, "flash_attn": -1, "devices": "auto", "tensor_split": "0.00",
+   "tensor_buft_overrides": "none", "load_mode": "auto", "lazy_mode": "auto", "embeddings": false,
+   "no_op_offload": 0, "no_host": false, "repack": true, "fit_target": 0, "fit_min_ctx": 0, "n_prompt": 0,
+   "n_gen": 16, "n_depth": 0, "test_time": "2026-12-01T23:59:34Z", "avg_ns": 346280942, "stddev_ns": 0,
+   "avg_ts": 46.205257, "stddev_ts": 0.0, "samples_ns": [346280942], "samples_ts": [46.2053]},
+  {"build_commit": "0c1e570", "build_number": 0, "cpu_info": "Intel(R) Xeon(R) Processor", "gpu_info": "",
+   "backends": "CPU", "model_filename": "build/smollm2-135m/smollm2-135m_Q8_0.gguf",
+   "model_type": "llama 256M Q8_0", "model_size": 143025408, "model_n_params": 134515008, "n_batch": 2048,
+   "n_ubatch": 512, "n_threads": 2, "cpu_mask": "0x0", "cpu_strict": false, "poll": 50, "type_k": "f16",
+   "type_v": "f16", "n_gpu_layers": -1, "n_cpu_moe": 0, "split_mode": "layer", "main_gpu": 0,
+   "no_kv_offload": false, "flash_attn": -1, "devices": "auto", "tensor_split": "0.00",
+   "tensor_buft_overrides": "none", "load_mode": "auto", "lazy_mode": "auto", "embeddings": false,
+   "no_op_offload": 0, "no_host": false, "repack": true, "fit_target": 0, "fit_min_ctx": 0, "n_prompt": 16,
+   "n_gen": 0, "n_depth": 0, "test_time": "2026-12-01T23:59:34Z", "avg_ns": 44330348, "stddev_ns": 0,
+   "avg_ts": 360.92656, "stddev_ts": 0.0, "samples_ns": [44330348], "samples_ts": [360.927]},
+  {"build_commit": "0c1e570", "build_number": 0, "cpu_info": "Intel(R) Xeon(R) Processor", "gpu_info": "",
+   "backends": "CPU", "model_filename": "build/smollm2-135m/smollm2-135m_Q8_0.gguf",
+   "model_type": "llama 256M Q8_0", "model_size": 143025408, "model_n_params": 134515008, "n_batch": 2048,
+   "n_ubatch": 512, "n_threads": 2, "cpu_mask": "0x0", "cpu_strict": false, "poll": 50, "type_k": "f16",
+   "type_v": "f16", "n_gpu_layers": -1, "n_cpu_moe": 0, "split_mode": "layer", "main_gpu": 0,
+   "no_kv_offload": false, "flash_attn": -1, "devices": "auto", "tensor_split": "0.00",
+   "tensor_buft_overrides": "none", "load_mode": "auto", "lazy_mode": "auto", "embeddings": false,
+   "no_op_offload": 0, "no_host": false, "repack": true, "fit_target": 0, "fit_min_ctx": 0, "n_prompt": 0,
+   "n_gen": 16, "n_depth": 0, "test_time": "2026-12-01T23:59:34Z", "avg_ns": 210452187, "stddev_ns": 0,
+   "avg_ts": 76.02677, "stddev_ts": 0.0, "samples_ns": [210452187], "samples_ts": [76.0268]}
+]
 """
 
 
@@ -38,7 +79,7 @@ def _fake_build(build_dir: pathlib.Path, **stamp_changes) -> pathlib.Path:
     stamp = {
         "complete": True,
         "sdist_sha256": llama_cpp.SDIST_SHA256,
-        "cmake_options": list(llama_cpp.CMAKE_OPTIONS),
+        "cmake_options": list(llama_cpp.cmake_options()),
         "targets": list(llama_cpp.TARGETS),
         "llama_cpp_commit": llama_cpp.LLAMA_CPP_COMMIT,
     }
@@ -191,7 +232,7 @@ def test_a_matching_build_is_reused_at_once_without_any_tool(tmp_path, monkeypat
     "change",
     [
         {"sdist_sha256": "0" * 64},
-        {"cmake_options": [*llama_cpp.CMAKE_OPTIONS[:-1]]},
+        {"cmake_options": [*llama_cpp.cmake_options(), "-DGGML_NATIVE=OFF"]},
         {"complete": False},
     ],
     ids=["other-sdist", "other-options", "unfinished"],
@@ -280,7 +321,10 @@ def test_a_hand_copied_sdist_with_another_hash_is_refused(tmp_path, monkeypatch,
     assert not llama_cpp.source_dir(tmp_path).exists()
 
 
-def test_extra_cmake_options_must_be_options():
+def test_cmake_options_keep_amx_out_on_x86_64_only_and_extra_ones_must_be_options():
+    x86 = llama_cpp.cmake_options(machine="x86_64")
+    assert "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" in x86
+    assert not any("amx" in option for option in llama_cpp.cmake_options(machine="aarch64"))
     assert llama_cpp.cmake_options(extra_cmake_options=["-DGGML_NATIVE=OFF"])[-1] == "-DGGML_NATIVE=OFF"
     with pytest.raises(ValueError, match="does not start with '-'"):
         llama_cpp.cmake_options(extra_cmake_options=["GGML_NATIVE=OFF"])

@@ -28,9 +28,11 @@ what could reach the network is switched off instead: `LLAMA_USE_PREBUILT_UI`
 default), `LLAMA_BUILD_UI` (npm), `LLAMA_LLGUIDANCE` (cargo) and `LLAMA_OPENSSL`
 (HTTPS model downloads at run time). `llama-cli` is now a chat client built on
 the server code, so `LLAMA_BUILD_SERVER` stays on; `llama-completion` is the
-one-shot text tool. The commit is passed in (`LLAMA_BUILD_COMMIT`) because
-the unpacked tree has no git metadata, and git is kept from finding the
-project's own repository around it.
+one-shot text tool. On x86-64, ggml's AMX kernels are left out
+(`NO_AMX_FLAGS`): with them, every prefill crashes on this machine kind. The
+commit is passed in (`LLAMA_BUILD_COMMIT`) because the unpacked tree has no
+git metadata, and git is kept from finding the project's own repository
+around it.
 
 Nothing here imports more than the standard library and `converter.common`;
 `converter.models.smollm2` is imported only when no source GGUF is given.
@@ -45,6 +47,7 @@ import os
 import pathlib
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -86,6 +89,13 @@ CMAKE_OPTIONS = (
     # The sdist's git history is shallow: the build number is unknown.
     "-DLLAMA_BUILD_NUMBER=0",
 )
+# x86-64 only: GGML_NATIVE compiles ggml's AMX kernels on CPUs that have AMX (Sapphire Rapids and later),
+# and on this machine kind (a 2-core KVM Xeon with AMX) every prefill of SmolLM2 then crashes in
+# `ggml_backend_amx_mul_mat` (SIGSEGV at `ldtilecfg`; ggml-org/llama.cpp#20824, open), though AMX itself
+# works here. Without AMX, ggml uses its AVX-512 VNNI kernels. Pass `-DCMAKE_C_FLAGS=` and
+# `-DCMAKE_CXX_FLAGS=` in extra_cmake_options to build with AMX again.
+NO_AMX_FLAGS = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+X86_64_CMAKE_OPTIONS = (f"-DCMAKE_C_FLAGS={NO_AMX_FLAGS}", f"-DCMAKE_CXX_FLAGS={NO_AMX_FLAGS}")
 TARGETS = ("llama-bench", "llama-quantize", "llama-perplexity", "llama-cli", "llama-completion")
 MIN_CMAKE_VERSION = (3, 15)  # llama.cpp needs 3.14; several --target at once need 3.15
 
@@ -122,13 +132,20 @@ def bin_dir(build_dir: str | os.PathLike = "build") -> pathlib.Path:
     return cmake_build_dir(build_dir) / "bin"
 
 
-def cmake_options(*, extra_cmake_options: Sequence[str] = ()) -> tuple[str, ...]:
-    """The CMake options of a build: `CMAKE_OPTIONS` followed by the caller's own."""
+def cmake_options(*, extra_cmake_options: Sequence[str] = (), machine: str | None = None) -> tuple[str, ...]:
+    """The CMake options of a build: `CMAKE_OPTIONS`, `X86_64_CMAKE_OPTIONS` on x86-64, then the caller's own.
+
+    Args:
+      extra_cmake_options: Options to add; a later `-D` of the same name wins.
+      machine: `platform.machine()` of the build host; None is this one.
+    """
     extra = tuple(extra_cmake_options)
     for option in extra:
         if not option.startswith("-"):
             raise ValueError(f"CMake option {option!r} does not start with '-' (e.g. '-DGGML_NATIVE=OFF').")
-    return CMAKE_OPTIONS + extra
+    machine = platform.machine() if machine is None else machine
+    per_machine = X86_64_CMAKE_OPTIONS if machine.lower() in ("x86_64", "amd64") else ()
+    return CMAKE_OPTIONS + per_machine + extra
 
 
 def read_build_stamp(build_dir: str | os.PathLike = "build") -> dict[str, Any] | None:
@@ -221,7 +238,7 @@ def build_llama_cpp(
     Args:
       build_dir: The project's build folder.
       targets: The CMake targets (programs) to build.
-      extra_cmake_options: Options after `CMAKE_OPTIONS` (e.g. `-DGGML_NATIVE=OFF` for a portable build).
+      extra_cmake_options: Options after `cmake_options()`'s (e.g. `-DGGML_NATIVE=OFF` for a portable build).
       jobs: Parallel compile jobs; None is the number of CPUs.
       download: Allow downloading the sdist; False raises if it is needed.
       progress: Log progress to the console.
@@ -271,11 +288,11 @@ def build_llama_cpp(
     compile_ += ["-j", str(jobs or os.cpu_count() or 1)]
     log_lines: list[str] = []
     try:
-        progress_lib.log(TAG, f"configuring: {' '.join(configure)}", enabled=progress)
+        progress_lib.log(TAG, f"configuring: {shlex.join(configure)}", enabled=progress)
         _run_logged(configure, env=env, log_lines=log_lines, progress=progress, step="configure")
         progress_lib.log(
             TAG,
-            f"building {', '.join(all_targets)} (about 15 minutes on 2 cores): {' '.join(compile_)}",
+            f"building {', '.join(all_targets)} (about 15 minutes on 2 cores): {shlex.join(compile_)}",
             enabled=progress,
         )
         _run_logged(compile_, env=env, log_lines=log_lines, progress=progress, step="build")
@@ -332,7 +349,7 @@ def _run_logged(
     command: Sequence[str], *, env: Mapping[str, str], log_lines: list[str], progress: bool, step: str
 ) -> None:
     """Runs a CMake step, keeping its output and logging every tenth of the way of a build."""
-    log_lines.append(f"$ {' '.join(command)}\n")
+    log_lines.append(f"$ {shlex.join(command)}\n")
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     reported = -1
     with subprocess.Popen(
@@ -349,7 +366,9 @@ def _run_logged(
         returncode = process.wait()
     if returncode != 0:
         raise RuntimeError(
-            f"CMake {step} failed (exit {returncode}): {' '.join(command)}\n" + "\n".join(tail) + "\n(the whole output "
+            f"CMake {step} failed (exit {returncode}): {shlex.join(command)}\n"
+            + "\n".join(tail)
+            + "\n(the whole output "
             f"is in the build log, {BUILD_LOG_FILE} in the CMake folder)"
         )
 
@@ -594,11 +613,11 @@ def requantize(
         command = [str(quantize), "--allow-requantize", str(source), str(temporary), kind]
         if threads:
             command.append(str(threads))
-        progress_lib.log(TAG, f"{' '.join(command[:2])} {source.name} -> {output.name} ({kind})", enabled=progress)
+        progress_lib.log(TAG, f"{shlex.join(command[:2])} {source.name} -> {output.name} ({kind})", enabled=progress)
         finished = subprocess.run(command, capture_output=True, text=True, errors="replace", check=False)
         if finished.returncode != 0:
             tail = "\n".join((finished.stderr + finished.stdout).strip().splitlines()[-_TAIL_LINES:])
-            raise RuntimeError(f"llama-quantize failed (exit {finished.returncode}): {' '.join(command)}\n{tail}")
+            raise RuntimeError(f"llama-quantize failed (exit {finished.returncode}): {shlex.join(command)}\n{tail}")
     record = {
         "file": output.name,
         "kind": kind,
@@ -745,7 +764,7 @@ class LlamaBenchResult:
             f"({self.build.get('backends', '?')}); {self.model.get('model_type', '?')}, "
             f"{int(self.model.get('model_size', 0)) / 2**20:.1f} MiB",
             "",
-            f"`{' '.join(self.command)}`",
+            f"`{shlex.join(self.command)}`",
             "",
             "| test | threads | tokens/s | stddev |",
             "| --- | --- | --- | --- |",
@@ -928,18 +947,18 @@ def bench(
         generated_tokens=generated_tokens,
         repetitions=repetitions,
     )
-    progress_lib.log(TAG, f"{' '.join(command)}", enabled=progress)
+    progress_lib.log(TAG, f"{shlex.join(command)}", enabled=progress)
     started = time.perf_counter()
     try:
         finished = subprocess.run(
             command, capture_output=True, text=True, errors="replace", timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as error:
-        raise RuntimeError(f"llama-bench did not finish in {timeout} s: {' '.join(command)}") from error
+        raise RuntimeError(f"llama-bench did not finish in {timeout} s: {shlex.join(command)}") from error
     seconds = time.perf_counter() - started
     if finished.returncode != 0:
         tail = "\n".join((finished.stderr + finished.stdout).strip().splitlines()[-_TAIL_LINES:])
-        raise RuntimeError(f"llama-bench failed (exit {finished.returncode}): {' '.join(command)}\n{tail}")
+        raise RuntimeError(f"llama-bench failed (exit {finished.returncode}): {shlex.join(command)}\n{tail}")
     result = parse_llama_bench_json(
         finished.stdout,
         command=command,
