@@ -54,13 +54,13 @@ help:
 	@echo "make convert-all [MODEL=...] [MODES=fp32,int8]  every mode, then the table in build/<model>/modes.md"
 	@echo "make convert MODE=dynamic GENERATE=1 [CONTEXT=1024] [PREFILL=32,128]  prefill/decode signatures with a KV cache"
 	@echo "make generate PROMPT=\"The capital of France is\" [MODEL=...] [MODE=dynamic|fp16|fp32] [MAX_NEW_TOKENS=64]"
-	@echo "make android MODE=int8 [MODEL=...] [OUT=$(ANDROID_ASSETS)] [OVERWRITE=1]  model, tokenizer, manifest for an app"
+	@echo "make android MODE=int8 [MODEL=...] [GENERATE=1 [CONTEXT=n]] [OUT=$(ANDROID_ASSETS)] [OVERWRITE=1]  model, tokenizer, manifest for an app"
 	@echo "make bench [MODEL=...] [THREADS=1,2] [PEERS=0]  convert what is missing, benchmark every mode + baselines"
 	@echo "make bench-generation [MODEL=...] [GEN_MODES=fp32,fp16,dynamic] [THREADS=1,2] [PEERS=0]  prefill/decode tok/s, TTFT,"
 	@echo "                              memory, roofline; window-recompute, keras-hub generate and llama.cpp baselines"
 	@echo "make report                   $(RESULTS_DIR)/report.md and plots from every result"
 	@echo "make bench-fidelity           harness timing vs LiteRT's own benchmark tool"
-	@echo "make pi-pack [MODEL=...] [MODES=fp32,int8] [OVERWRITE=1]  $(BUILD_DIR)/pi-pack-<model>.tar.gz for a Raspberry Pi"
+	@echo "make pi-pack [MODEL=...] [MODES=fp32,int8] [GENERATE=1 GEN_MODES=dynamic] [OVERWRITE=1]  $(BUILD_DIR)/pi-pack-<model>.tar.gz for a Raspberry Pi"
 	@echo "make pi-report RESULTS=<folder>  the Pi's results (copied back) merged with $(RESULTS_DIR)/ into <folder>/report.md"
 	@echo "make runtime-probe [RUNTIMES=tflite-runtime==2.14.0,...]  re-probe converter/runtime_support.json"
 	@echo "make debug MODE=int8 [MODEL=...] [OVERWRITE=1]  per-tensor quantization error report: $(BUILD_DIR)/<model>/<model>_<mode>_debug.{json,md}"
@@ -97,7 +97,8 @@ generate: $(STAMP)
 # Converts first when build/<model>/<model>_<mode>.tflite is missing.
 android: $(STAMP)
 	$(PY) -m converter.cli.android $(MODEL_FLAG) --mode=$(MODE) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
-		--out=$(or $(OUT),$(ANDROID_ASSETS)) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite)
+		--out=$(or $(OUT),$(ANDROID_ASSETS)) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(OVERWRITE),--overwrite) \
+		$(if $(GENERATE),--generate) $(if $(CONTEXT),--context_length=$(CONTEXT))
 
 bench: $(STAMP)
 	$(PY) -m converter.cli.bench $(MODEL_FLAG) --modes=$(MODES) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
@@ -140,7 +141,9 @@ clean:
 # Raspberry Pi: convert the modes that are missing, then pack them (README "Raspberry Pi").
 pi-pack: $(STAMP)
 	$(PY) -m converter.cli.table $(MODEL_FLAG) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) > /dev/null
-	$(PY) -m converter.cli.pi_pack $(MODEL_FLAG) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(OVERWRITE),--overwrite)
+	$(PY) -m converter.cli.pi_pack $(MODEL_FLAG) --modes=$(MODES) --build_dir=$(BUILD_DIR) $(if $(OVERWRITE),--overwrite) \
+		$(if $(GENERATE),--generation_modes=$(GEN_MODES)) $(if $(PROMPT),--prompt="$(PROMPT)") \
+		$(if $(CONTEXT),--context_length=$(CONTEXT))
 
 pi-report: $(STAMP)
 	$(if $(RESULTS),,$(error Pass RESULTS=<folder>: the results folder copied back from the Pi, e.g. make pi-report RESULTS=pi-results))

@@ -16,7 +16,7 @@ import pathlib
 import statistics
 from typing import Any
 
-from benchmarks import plots
+from benchmarks import generation_report, plots
 from benchmarks import results as results_lib
 
 
@@ -163,6 +163,26 @@ def device_section(run, *, out: pathlib.Path, host: str, plots: bool = True, ord
     return "\n".join(parts)
 
 
+def _host_folder(folder: pathlib.Path, host_results_dir) -> pathlib.Path | None:
+    if (
+        host_results_dir is not None
+        and pathlib.Path(host_results_dir).is_dir()
+        and pathlib.Path(host_results_dir).resolve() != folder.resolve()
+    ):
+        return pathlib.Path(host_results_dir)
+    return None
+
+
+def merged_generation_results(results_dir: str | pathlib.Path, host_results_dir) -> list[dict]:
+    """The device's generation results and the host's (`generation_report.load_generation_results`)."""
+    folder = pathlib.Path(results_dir)
+    host = _host_folder(folder, host_results_dir)
+    found = generation_report.load_generation_results(folder)
+    if host is not None:
+        found += generation_report.load_generation_results(host)
+    return sorted(found, key=lambda result: result["created"])
+
+
 def merged_results(results_dir: str | pathlib.Path, host_results_dir: str | pathlib.Path | None) -> list[dict]:
     """The device's results and the host's, oldest first.
 
@@ -182,11 +202,6 @@ def merged_results(results_dir: str | pathlib.Path, host_results_dir: str | path
             f"{str(folder)!r} holds no results from a bench pack's runner (run_pi.py); pass the results "
             "folder that the pack wrote on the device."
         )
-    host = []
-    if (
-        host_results_dir is not None
-        and pathlib.Path(host_results_dir).is_dir()
-        and pathlib.Path(host_results_dir).resolve() != folder.resolve()
-    ):
-        host = results_lib.load_results(host_results_dir)
+    host_folder = _host_folder(folder, host_results_dir)
+    host = results_lib.load_results(host_folder) if host_folder is not None else []
     return sorted(device + host, key=lambda result: result["created"])

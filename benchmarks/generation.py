@@ -146,6 +146,7 @@ class Generation:
     def to_dict(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
+            "tokens": [int(t) for t in self.tokens],
             "new_tokens": len(self.tokens),
             "stopped_by": self.stopped_by,
             "context": self.context,

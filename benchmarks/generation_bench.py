@@ -77,6 +77,7 @@ class GenerationBenchmark:
         (None without one); its tok/s is what generating costs without a cache.
       peak_rss_bytes, file_bytes, cache_bytes: memory against what it must hold.
       roofline: bytes per decode step, measured bandwidth, bound and efficiency.
+      device: on a bench pack's board: its state before and after, the sweep.
     """
 
     schema: str
@@ -99,6 +100,7 @@ class GenerationBenchmark:
     file_bytes: int
     cache_bytes: int
     roofline: dict[str, Any]
+    device: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -287,7 +289,7 @@ def benchmark_generation(
     if repeats < 1 or new_tokens < 1:
         raise ValueError(f"repeats and new_tokens must be at least 1, got {repeats} and {new_tokens}.")
     baseline = resources.current_rss_bytes()
-    reset = resources.reset_peak_rss()
+    resources.reset_peak_rss()  # the peak below then covers this run only (Linux >= 4.0)
     generator = generation.Generator(path, threads=threads, binding=binding)
     context = generator.context_length
     too_long = [n for n in (*prompt_lengths, *fills) if n + 1 > context]
@@ -364,7 +366,7 @@ def benchmark_generation(
         time_to_first_token_ms=Spread.of(first_token),
         decode_ms_by_fill=by_fill,
         window_forward_ms=window_ms,
-        peak_rss_bytes=peak if reset else peak,
+        peak_rss_bytes=peak,
         baseline_rss_bytes=baseline,
         file_bytes=path.stat().st_size,
         cache_bytes=sum(

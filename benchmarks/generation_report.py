@@ -6,7 +6,9 @@ first token, decode cost by cache fill, memory against what the model must
 hold, the roofline efficiency of a decode step and the window-recompute
 baseline; then the peers measured in the same run (llama.cpp, keras-hub's
 `generate`) with our decode speed as a ratio to theirs; and a plot of decode
-tokens per second against file size.
+tokens per second against file size. A bench pack's results from a device
+(`run_pi.py`) get a table of the spread over the sweep's repeats, beside the
+host's decode speed for the same model, mode and thread count.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import collections
 import json
 import os
 import pathlib
+import statistics
 from typing import Any
 
 from benchmarks import generation_bench, plots
@@ -157,12 +160,65 @@ def _plot(ours, peers, path: pathlib.Path, *, title: str) -> bool:
     return True
 
 
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def device_generation_table(device_items: list[dict[str, Any]], host_items: list[dict[str, Any]]) -> str:
+    """The latest device sweep: median, fastest and slowest repeat per mode and threads, beside the host."""
+    on_device = [i for i in device_items if i.get("device") and i["schema"] == generation_bench.SCHEMA]
+    if not on_device:
+        return ""
+    sweep = max(on_device, key=lambda i: i["created"])["device"]["sweep"]["id"]
+    runs = collections.defaultdict(list)
+    for item in on_device:
+        if item["device"]["sweep"]["id"] == sweep:
+            runs[(item["model"]["variant"], item["threads"])].append(item)
+    host = {
+        key: item
+        for key, item in _latest([i for i in host_items if i["schema"] == generation_bench.SCHEMA]).items()
+        if not item.get("device")
+    }
+    lengths = sorted({n for items in runs.values() for i in items for n in i["prefill_tokens_per_second"]}, key=int)
+    lines = [
+        f"Device sweep {sweep}, tokens per second (median of the repeats, fastest–slowest), beside the host:\n",
+        "| variant | threads | repeats | tg (context) | "
+        + " | ".join(f"pp{n}" for n in lengths)
+        + " | TTFT | host tg | device / host |",
+        "| --- | ---: | ---: | --- | " + " | ".join("---" for _ in lengths) + " | ---: | ---: | ---: |",
+    ]
+
+    def spread(values: list[float]) -> str:
+        return f"{_median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
+
+    for (variant, threads), items in sorted(runs.items()):
+        decode = [_decode(i) for i in items]
+        prefill = [
+            spread([_prefill(i, n) for i in items]) if all(_prefill(i, n) for i in items) else "–" for n in lengths
+        ]
+        host_decode = _decode(host[(variant, threads)]) if (variant, threads) in host else None
+        lines.append(
+            f"| {variant} | {threads} | {len(items)} | {spread(decode)} ({items[0]['decode_context']}) | "
+            + " | ".join(prefill)
+            + f" | {_median([i['time_to_first_token_ms']['median'] for i in items]):.1f} ms | {_rate(host_decode)} | "
+            + ("–" if not host_decode else f"{_median(decode) / host_decode:.2f}x")
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def generation_sections(results: list[dict[str, Any]], *, out: pathlib.Path, plot: bool = True) -> list[str]:
-    """One section per machine and model."""
+    """One section per machine and model; a device's also compares with the host's results of that model."""
     grouped = collections.defaultdict(list)
     for item in results:
         grouped[(item["machine"]["hostname"], item["model"]["name"])].append(item)
-    return [
-        generation_section(items, out=out, host=host or "machine", model=model, plot=plot)
-        for (host, model), items in sorted(grouped.items())
-    ]
+    sections = []
+    for (host, model), items in sorted(grouped.items()):
+        section = generation_section(items, out=out, host=host or "machine", model=model, plot=plot)
+        if any(i.get("device") for i in items):
+            others = [i for (h, m), group in grouped.items() if m == model and h != host for i in group]
+            title = f"### Generation: {model}\n"
+            section = section.replace(title, f"### Generation: {model} on {host} (bench pack)\n", 1)
+            section += "\n" + device_generation_table(items, others)
+        sections.append(section)
+    return sections

@@ -37,9 +37,10 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
         merged = device_report.merged_results(_RESULTS_DIR.value, _HOST_RESULTS_DIR.value)
+        generation = device_report.merged_generation_results(_RESULTS_DIR.value, _HOST_RESULTS_DIR.value)
         out = pathlib.Path(_OUT.value or pathlib.Path(_RESULTS_DIR.value) / "report.md")
         results_lib.check_results_dir(out.parent)
-        text = report.render_report(merged, out=out)
+        text = report.render_report(merged, out=out, generation=generation)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

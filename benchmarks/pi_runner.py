@@ -4,7 +4,7 @@ In a pack this file is `run_pi.py`, beside `benchmarks/`, the models and the
 evaluation windows:
 
     python run_pi.py [--threads=1,2,3,4] [--repeats=3] [--runtime=ai-edge-litert]
-        [--results_dir=results] [--cooldown=0] [--max_windows=N]
+        [--results_dir=results] [--cooldown=0] [--max_windows=N] [--prompt="..."] [--nogeneration]
 
 Before anything is imported from the pack, every file listed in
 `MANIFEST.sha256` is checked against its sha256; a pack that was changed or
@@ -15,6 +15,13 @@ and after each run. Accuracy is measured once per model. Each run writes one
 result file (`benchmarks/results.py`'s format, with a `device` field); a model
 the runtime refuses is reported and skipped. The standard library only until
 the pack is verified; then numpy and the LiteRT runtime.
+
+A pack with generation models then measures each one the same way, thread
+count by thread count and repeat by repeat (`benchmarks.generation_bench`:
+prefill and decode tokens per second, time to first token, decode cost by
+cache fill, peak memory, with the fixed-window model of the same mode as the
+no-cache baseline), and continues the pack's prompt with each at the largest
+thread count, through the tokenizer files beside it (`requirements-text.txt`).
 """
 
 from __future__ import annotations
@@ -93,7 +100,11 @@ def verify_pack(pack_dir: pathlib.Path) -> dict:
     pack = json.loads((pack_dir / PACK_FILE).read_text(encoding="utf-8"))
     if pack.get("schema") != PACK_SCHEMA:
         raise PackError(f"{PACK_FILE} is not a bench pack description ({PACK_SCHEMA}). Rebuild the pack.")
-    named = [m["path"] for m in pack["models"]] + [pack["evaluation"]]
+    named = (
+        [m["path"] for m in pack["models"]]
+        + [pack["evaluation"]]
+        + [name for g in pack.get("generation", []) for name in [g["path"], *g["tokenizer_files"]]]
+    )
     uncovered = [name for name in named if name not in entries]
     if uncovered:
         raise PackError(f"{MANIFEST} does not cover {', '.join(uncovered)}. Rebuild the pack (make pi-pack).")
@@ -150,7 +161,21 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--max_windows", type=_positive, default=None, help="Score at most this many windows.")
     parser.add_argument("--modes", default=None, help="Only these modes, comma separated (default: all in the pack).")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--nogeneration",
+        dest="generation",
+        action="store_false",
+        help="Skip the generation models (measured after the window models by default).",
+    )
+    parser.add_argument("--prompt", default=None, help="Text the generation models continue (default: the pack's).")
+    parser.add_argument("--max_new_tokens", type=_positive, default=32, help="Tokens of the text reply (default 32).")
+    parser.add_argument(
+        "--new_tokens", type=_positive, default=128, help="tg<N>: tokens generated when timing decode (default 128)."
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.prompt is not None and not arguments.prompt.strip():
+        parser.error("--prompt is empty: give the text to continue.")
+    return arguments
 
 
 def _log(message: str) -> None:
@@ -229,22 +254,13 @@ def run(arguments: argparse.Namespace, pack: dict) -> tuple[list[pathlib.Path], 
                 after = device.device_state()
                 measured_accuracy.add(model["mode"])
                 result = dataclasses.replace(
-                    result,
-                    device={
-                        **facts,
-                        "before": before.to_dict(),
-                        "after": after.to_dict(),
-                        "sweep": {
-                            "id": sweep_id,
-                            "repeat": repeat,
-                            "repeats": arguments.repeats,
-                            "threads": list(arguments.threads),
-                        },
-                        "pack": {"name": pack["name"], "created": pack["created"]},
-                    },
+                    result, device=_device_record(facts, before, after, sweep_id, repeat, arguments, pack)
                 )
                 written.append(result.save(results_dir))
                 print(result.summary(), flush=True)
+    generation_written, replies = [], []
+    if arguments.generation and pack.get("generation"):
+        generation_written, replies = _run_generation(arguments, pack, pack_dir, results_dir, facts, sweep_id)
     summary = {
         "schema": RUN_SCHEMA,
         "sweep": sweep_id,
@@ -255,9 +271,99 @@ def run(arguments: argparse.Namespace, pack: dict) -> tuple[list[pathlib.Path], 
         "repeats": arguments.repeats,
         "results": [str(path.relative_to(results_dir)) for path in written],
         "refused": list(refused.values()),
+        "generation_results": [str(path.relative_to(results_dir)) for path in generation_written],
+        "replies": replies,
     }
     files.write_atomically(results_dir / f"run_{sweep_id}.json", json.dumps(summary, indent=2) + "\n")
-    return written, list(refused.values())
+    return written + generation_written, list(refused.values())
+
+
+def _device_record(facts: dict, before, after, sweep_id: str, repeat: int, arguments, pack: dict) -> dict:
+    return {
+        **facts,
+        "before": before.to_dict(),
+        "after": after.to_dict(),
+        "sweep": {"id": sweep_id, "repeat": repeat, "repeats": arguments.repeats, "threads": list(arguments.threads)},
+        "pack": {"name": pack["name"], "created": pack["created"]},
+    }
+
+
+def _run_generation(arguments, pack: dict, pack_dir: pathlib.Path, results_dir: pathlib.Path, facts: dict, sweep_id):
+    """The generation sweep and one text reply per model. Returns (result files, replies)."""
+    # pylint: disable=import-outside-toplevel
+    import dataclasses
+    import gc
+
+    from benchmarks import device, generation, generation_bench
+
+    if arguments.runtime != "ai-edge-litert":
+        _log(f"generation models run on ai-edge-litert's CompiledModel; skipped with {arguments.runtime}")
+        return [], []
+    models = pack["generation"]
+    if arguments.modes:
+        models = [m for m in models if m["mode"] in {w.strip() for w in arguments.modes.split(",")}]
+    written = []
+    total = len(models) * len(arguments.threads) * arguments.repeats
+    done = 0
+    for repeat in range(1, arguments.repeats + 1):
+        for model in models:
+            context = model["context_length"]
+            prompt_lengths = [n for n in generation_bench.DEFAULT_PROMPT_LENGTHS if n < context] or [context // 2]
+            fills = [n for n in generation_bench.DEFAULT_FILLS if n < model["context_length"]]
+            for threads in arguments.threads:
+                done += 1
+                if arguments.cooldown:
+                    time.sleep(arguments.cooldown)
+                before = device.device_state()
+                _log(f"generation {done}/{total}: {model['mode']}, {threads} thread(s), repeat {repeat}")
+                result = generation_bench.benchmark_generation(
+                    pack_dir / model["path"],
+                    threads=threads,
+                    prompt_lengths=prompt_lengths,
+                    new_tokens=min(arguments.new_tokens, model["context_length"] - generation_bench.SHORT_PROMPT),
+                    fills=fills,
+                    repeats=1,
+                    window_model=pack_dir / model["window_model"] if model.get("window_model") else None,
+                    model_name=pack["model"],
+                    variant=model["mode"],
+                    progress=False,
+                )
+                after = device.device_state()
+                result = dataclasses.replace(
+                    result, device=_device_record(facts, before, after, sweep_id, repeat, arguments, pack)
+                )
+                written.append(result.save(results_dir))
+                print(result.summary(), flush=True)
+                del result
+                gc.collect()
+    replies = []
+    prompt = arguments.prompt or pack["prompt"]
+    for model in models:
+        path = pack_dir / model["path"]
+        try:
+            reply = generation.generate_text(
+                path,
+                prompt,
+                max_new_tokens=min(arguments.max_new_tokens, model["context_length"] - 1),
+                tokenizer=pack_dir / model["tokenizer"],
+                threads=max(arguments.threads),
+            )
+        except ImportError as error:
+            _log(
+                f"no text reply from {model['mode']}: {error}. Install the tokenizers: pip install "
+                "--only-binary=:all: --no-deps -r requirements-text.txt"
+            )
+            continue
+        except ValueError as error:  # a prompt that does not fit the context
+            _log(f"no text reply from {model['mode']}: {error}")
+            continue
+        _log(
+            f"{model['mode']}: {prompt!r} -> {reply.text!r} ({reply.generation.decode_tokens_per_second:.1f} tok/s "
+            f"with {max(arguments.threads)} thread(s))"
+        )
+        print(f"{model['mode']}: {prompt}{reply.text}", flush=True)
+        replies.append({"mode": model["mode"], "threads": max(arguments.threads), **reply.to_dict()})
+    return written, replies
 
 
 def main(argv: list[str] | None = None) -> int:

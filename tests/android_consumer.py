@@ -5,7 +5,10 @@
 It reads the manifest, checks every file's sha256 and that the model's embedded
 manifest matches, loads the model with `ai_edge_litert`, tokenizes the prompt
 with the exported vocabulary (and merges), decodes greedily for a few tokens
-and prints JSON: prompt ids, generated ids and the generated text. Besides the
+and prints JSON: prompt ids, generated ids and the generated text. A
+generation model (the manifest's `model.generation`) runs as
+`android/.../CachedGenerator.kt` runs it: the prompt prefilled in chunks, then
+one decode per token, the KV caches each step returns fed to the next. Besides the
 standard library it imports numpy and ai_edge_litert only: what it needs is
 in the folder and in the format the README documents, which is what
 `tests/test_android_export.py` checks.
@@ -332,6 +335,60 @@ def greedy(folder: pathlib.Path, manifest: dict, prompt_ids: list[int], steps: i
     return generated
 
 
+def cached_greedy(folder: pathlib.Path, manifest: dict, prompt_ids: list[int], steps: int) -> list[int]:
+    """Greedy decoding with a generation model, making the calls `CachedGenerator.kt` makes.
+
+    The shortest context that holds the prompt and `steps` new tokens is used;
+    its caches start at zero. The prompt goes through the prefill signatures in
+    chunks (the shortest that takes what is left, else the longest; a short
+    chunk padded with id 0 at position 0), then each token through decode.
+    Every step's returned caches are the next step's inputs, and only the
+    last position's logits are read. Stops after a stop token (kept, as
+    `benchmarks.generation.Generator` keeps it; the text leaves it out).
+    """
+    model = manifest["model"]
+    generation = model["generation"]
+    needed = len(prompt_ids) + steps
+    fitting = [c for c in generation["contexts"] if c["context"] >= needed]
+    if not fitting:
+        raise ValueError(f"{needed} positions do not fit the model's contexts.")
+    context = min(fitting, key=lambda c: c["context"])
+    interpreter = litert.Interpreter(model_path=str(folder / model["file"]), num_threads=2)
+    caches = {name: np.zeros(context["cache_shape"], np.float32) for name in generation["cache_names"]}
+    stop = set(generation["stop_token_ids"])
+
+    def run(signature: str, tokens: list[int], positions: list[int]) -> np.ndarray:
+        nonlocal caches
+        outputs = interpreter.get_signature_runner(signature)(
+            **{
+                generation["tokens"]: np.asarray([tokens], np.int32),
+                generation["input_pos"]: np.asarray(positions, np.int32),
+            },
+            **caches,
+        )
+        caches = {name: outputs[name] for name in generation["cache_names"]}
+        return outputs[generation["logits"]].reshape(-1)
+
+    lengths = sorted(int(t) for t in context["prefill"])
+    position, remaining, logits = 0, list(prompt_ids), None
+    while remaining:
+        length = next((t for t in lengths if t >= len(remaining)), lengths[-1])
+        chunk, remaining = remaining[:length], remaining[length:]
+        padding = length - len(chunk)
+        positions = list(range(position, position + len(chunk))) + [0] * padding
+        logits = run(context["prefill"][str(length)], chunk + [0] * padding, positions)
+        position += len(chunk)
+    generated = []
+    while len(generated) < steps:
+        next_id = int(np.argmax(logits))
+        generated.append(next_id)
+        if next_id in stop or len(generated) == steps:
+            break
+        logits = run(context["decode"], [next_id], [position])
+        position += 1
+    return generated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=pathlib.Path)
@@ -342,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_export(args.folder, args.name)
     tokenizer = load_tokenizer(args.folder, manifest["tokenizer"])
     prompt_ids = tokenizer.encode(args.prompt)
-    generated = greedy(args.folder, manifest, prompt_ids, args.steps)
+    decode = cached_greedy if manifest["model"].get("generation") else greedy
+    generated = decode(args.folder, manifest, prompt_ids, args.steps)
     json.dump(
         {"prompt_ids": prompt_ids, "generated_ids": generated, "text": tokenizer.decode(generated)},
         sys.stdout,

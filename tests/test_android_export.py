@@ -141,6 +141,68 @@ def test_consumer_script_matches_the_project_pipeline_token_for_token(export, re
     assert consumer["text"] == helpers.keras_hub_text(tokenizer, generated)
 
 
+@pytest.fixture(scope="module")
+def generation_export(tokenizer, tmp_path_factory):
+    """A tiny Llama's fp32 generation model (contexts 48 and 96) exported with its tokenizer."""
+    import converter
+    from converter.core.generation import GenerationSettings
+
+    from helpers import tiny_llama_causal_lm
+
+    model = tiny_llama_causal_lm(vocabulary_size=tokenizer.vocabulary_size())
+    rng = np.random.default_rng(0)
+    for variable in model.backbone.weights:  # weights with clear next-token margins: greedy text varies
+        if len(variable.shape) == 2:
+            scale = 0.5 if "embedding" in variable.path else 0.08
+            variable.assign(rng.normal(0, scale, variable.shape).astype(np.float32))
+    settings = GenerationSettings(context_length=96, prefill_lengths=(8, 32), smaller_contexts=(48,))
+    result = converter.convert_keras(model, "fp32", generation=settings, progress=False, name="tinygen")
+    return converter.export_android(result, tmp_path_factory.mktemp("app") / "assets", tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("prompt, steps", [(PROMPT, 12), (PROMPT * 2, 24)])
+def test_generation_export_runs_cached_in_the_consumer_like_the_projects_loop(generation_export, prompt, steps):
+    from benchmarks import generation
+
+    model = generation_export.manifest["model"]
+    assert generation_export.name == "tinygen_fp32" and model["signature_key"] == "decode"
+    described = model["generation"]
+    assert [c["context"] for c in described["contexts"]] == [48, 96]
+    assert described["contexts"][0]["prefill"] == {"8": "ctx48_prefill_8", "32": "ctx48_prefill_32"}
+    assert {"tokens", "input_pos", "kv_cache_k_0", "kv_cache_v_1"} <= {e["name"] for e in model["inputs"]}
+    completed = _run(
+        [
+            sys.executable,
+            str(REPO / "tests" / "android_consumer.py"),
+            generation_export.folder,
+            f"--prompt={prompt}",
+            f"--steps={steps}",
+        ]
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    consumer = json.loads(completed.stdout.strip().splitlines()[-1])
+    # The short prompt fits one padded chunk on the 48-position cache; the long one takes several on the 96.
+    assert (len(consumer["prompt_ids"]) + steps <= 48) == (prompt == PROMPT)
+    assert len(consumer["prompt_ids"]) > 32 or prompt == PROMPT
+    expected = generation.Generator(generation_export.model_path, threads=2).generate(
+        consumer["prompt_ids"], max_new_tokens=steps, stop_token_ids=described["stop_token_ids"]
+    )
+    assert consumer["generated_ids"] == list(expected.tokens) and len(set(expected.tokens)) > 3
+
+
+def test_the_cli_refuses_a_generation_export_in_a_mode_generation_lacks(tmp_path):
+    completed = _run(
+        [sys.executable, "-m", "converter.cli.android", "--mode=int8", "--generate", f"--out={tmp_path / 'assets'}"]
+    )
+    assert completed.returncode == 2
+    assert "Generation signatures convert in fp32, fp16, dynamic" in completed.stderr
+    assert not (tmp_path / "assets").exists()
+    completed = _run(
+        [sys.executable, "-m", "converter.cli.android", "--mode=fp32", "--context_length=64", f"--out={tmp_path}"]
+    )
+    assert completed.returncode == 2 and "pass --generate too" in completed.stderr
+
+
 def test_consumer_script_imports_only_the_standard_library_numpy_and_litert():
     tree = ast.parse((REPO / "tests" / "android_consumer.py").read_text(encoding="utf-8"))
     modules = {

@@ -189,6 +189,25 @@ def test_a_fixed_window_model_is_refused_by_the_generator_naming_the_option(tmp_
         generation.Generator(path)
 
 
+def test_settings_left_out_take_the_defaults_that_fit_the_context():
+    assert GenerationSettings().signature_names() == [
+        "ctx256_prefill_32",
+        "ctx256_prefill_128",
+        "ctx256_decode",
+        "prefill_32",
+        "prefill_128",
+        "decode",
+    ]
+    assert GenerationSettings(context_length=200).contexts == (200,)
+    assert GenerationSettings(context_length=64).signature_names() == ["prefill_32", "decode"]
+    assert GenerationSettings(context_length=16).prefill_lengths == (16,)
+    # Given values are checked as they are, never trimmed.
+    with pytest.raises(ValueError, match=r"smaller_contexts \(256,\) must be below context_length 128"):
+        GenerationSettings(context_length=128, smaller_contexts=(256,))
+    with pytest.raises(ValueError, match="A prefill chunk of 128 tokens does not fit a cache of 64"):
+        GenerationSettings(context_length=64, prefill_lengths=(128,))
+
+
 def test_what_cannot_have_generation_signatures_is_refused_before_tracing():
     import keras
 

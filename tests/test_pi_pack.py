@@ -17,12 +17,16 @@ import tarfile
 
 import pytest
 
-from benchmarks import harness
+from benchmarks import device_report, generation, generation_report, harness, report
 from benchmarks import results as results_lib
 from converter.deploy import pi_pack
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PINS = REPO / "converter" / "deploy" / "pi_requirements.txt"
+TEXT_PINS = REPO / "converter" / "deploy" / "pi_text_requirements.txt"
+# What a Pi with 64-bit Raspberry Pi OS Bookworm (glibc 2.36) installs: the manylinux tags up to 2_28 that
+# the pinned wheels carry.
+AARCH64 = ["manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64"]
 
 
 def _pins(path: pathlib.Path) -> dict[str, str]:
@@ -35,10 +39,38 @@ def _pins(path: pathlib.Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pack(converted_tiny_lm, tmp_path_factory) -> pi_pack.PackResult:
-    build_dir = converted_tiny_lm["fp32"].parent.parent
+def pack_build(converted_tiny_lm, tmp_path_factory) -> pathlib.Path:
+    """The shared tiny models, plus the same model's dynamic generation model with a tokenizer beside it."""
+    import converter
+    from converter.core.generation import GenerationSettings
+    from converter.deploy import device_tokenizer
+
+    from helpers import VOCABULARY_SIZE, tiny_gpt2_causal_lm, tiny_tokenizer
+
+    build_dir = tmp_path_factory.mktemp("pack-build")
+    shutil.copytree(converted_tiny_lm["fp32"].parent, build_dir / "tiny")
+    path = build_dir / "tiny" / "tiny_dynamic_generate.tflite"
+    model = tiny_gpt2_causal_lm()  # seeded: the weights of the shared window models
+    converter.convert_keras(
+        model, "dynamic", generation=GenerationSettings(context_length=64), output_path=path, progress=False
+    )
+    tokenizer = tiny_tokenizer(vocabulary_size=VOCABULARY_SIZE)
+    device_tokenizer.export_device_tokenizer(tokenizer, name=path.stem).save(path.parent)
+    return build_dir
+
+
+@pytest.fixture(scope="module")
+def pack(pack_build, tmp_path_factory) -> pi_pack.PackResult:
     out = tmp_path_factory.mktemp("pack") / "pi-pack-tiny.tar.gz"
-    return pi_pack.build_pack("tiny", modes_to_pack=["fp32", "dynamic"], build_dir=build_dir, out=out, progress=False)
+    return pi_pack.build_pack(
+        "tiny",
+        modes_to_pack=["fp32", "dynamic"],
+        generation_modes=["dynamic"],
+        prompt="The for statement",
+        build_dir=pack_build,
+        out=out,
+        progress=False,
+    )
 
 
 def _unpack(pack: pi_pack.PackResult, folder: pathlib.Path) -> pathlib.Path:
@@ -72,11 +104,29 @@ def device_python(pack, tmp_path_factory) -> pathlib.Path:
         check=False,
     )
     assert install.returncode == 0, install.stderr[-2000:]
+    text = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--only-binary=:all:",
+            "--no-deps",
+            "-r",
+            str(unpacked / "requirements-text.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert text.returncode == 0, text.stderr[-2000:]
     return python
 
 
 def test_pack_holds_models_windows_runner_pins_manifest_and_readme(pack):
     assert pack.path.name == "pi-pack-tiny.tar.gz" and pack.modes == ("fp32", "dynamic")
+    assert pack.generation_modes == ("dynamic",)
     assert pack.path.with_name("pi-pack-tiny.tar.gz.sha256").read_text() == f"{pack.sha256}  pi-pack-tiny.tar.gz\n"
     expected = {
         "README.md",
@@ -92,6 +142,13 @@ def test_pack_holds_models_windows_runner_pins_manifest_and_readme(pack):
         "benchmarks/device.py",
         "representative_data/windows.py",
         "representative_data/__init__.py",
+        "models/tiny_dynamic_generate.tflite",
+        "models/tiny_dynamic_generate.tokenizer_spec.json",
+        "models/tiny_dynamic_generate.tokenizer.model",
+        "requirements-text.txt",
+        "benchmarks/generation.py",
+        "benchmarks/generation_bench.py",
+        "benchmarks/text.py",
     }
     assert expected <= set(pack.files)
     assert not {"benchmarks/report.py", "benchmarks/__main__.py", "benchmarks/pi_runner.py"} & set(pack.files)
@@ -108,12 +165,21 @@ def test_pack_holds_models_windows_runner_pins_manifest_and_readme(pack):
     assert dynamic["compatibility"]["tflite-runtime 2.14.0"] == "refuses"
     assert dynamic["compatibility"]["ai-edge-litert 2.3.0"] == "loads"
     assert description["reference"] == "models/tiny_fp32.tflite"
+    (generation,) = description["generation"]
+    assert generation["path"] == "models/tiny_dynamic_generate.tflite" and generation["context_length"] == 64
+    assert generation["window_model"] == "models/tiny_dynamic.tflite"
+    assert generation["tokenizer"] == "models/tiny_dynamic_generate.tokenizer_spec.json"
+    assert description["prompt"] == "The for statement"
+    assert all(f"  {name}" in manifest for name in generation["tokenizer_files"])
     for command in (
         "sha256sum -c pi-pack-tiny.tar.gz.sha256",
         "tar -xzf pi-pack-tiny.tar.gz",
         "python3 -m venv ~/pi-pack-venv",
         "pip install --only-binary=:all: -r requirements.txt",
         "~/pi-pack-venv/bin/python run_pi.py",
+        "pip install --only-binary=:all: --no-deps -r requirements-text.txt",
+        "### Generation",
+        '"The for statement"',
         "make pi-report RESULTS=pi-results",
         'scp -r "$PI:pi-pack-tiny/results" ./pi-results',
     ):
@@ -123,14 +189,15 @@ def test_pack_holds_models_windows_runner_pins_manifest_and_readme(pack):
 
 def test_pins_equal_the_hosts_and_cover_the_litert_dependencies():
     lock = _pins(REPO / "requirements.lock")
-    pins = _pins(PINS)
-    assert pins["ai-edge-litert"] == "2.3.0"
+    pins = _pins(PINS) | _pins(TEXT_PINS)
+    assert pins["ai-edge-litert"] == "2.3.0" and set(_pins(TEXT_PINS)) == {"tokenizers", "sentencepiece"}
     assert all(lock[name] == version for name, version in pins.items())
 
 
-def test_pins_have_wheels_for_aarch64_cpython_311_and_nothing_else_is_pulled_in(tmp_path):
-    # The resolver's view of a Pi: pip fetches metadata only, not the wheels.
-    report = tmp_path / "report.json"
+def _aarch64_wheels(requirements: pathlib.Path, folder: pathlib.Path, *options: str) -> dict[str, str]:
+    """What pip would install on a Pi from `requirements`: name -> wheel file (metadata only, nothing fetched)."""
+    report = folder / f"{requirements.stem}.json"
+    platforms = [argument for platform in AARCH64 for argument in ("--platform", platform)]
     completed = subprocess.run(
         [
             sys.executable,
@@ -143,40 +210,53 @@ def test_pins_have_wheels_for_aarch64_cpython_311_and_nothing_else_is_pulled_in(
             "--report",
             str(report),
             "--target",
-            str(tmp_path / "target"),
-            "--platform",
-            "manylinux_2_27_aarch64",
+            str(folder / "target"),
+            *platforms,
             "--python-version",
             "3.11",
             "--implementation",
             "cp",
             "--abi",
             "cp311",
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
             "--only-binary=:all:",
+            *options,
             "-r",
-            str(PINS),
+            str(requirements),
         ],
         capture_output=True,
         text=True,
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    wheels = {
+    return {
         item["metadata"]["name"].lower().replace("_", "-").replace(".", "-"): item["download_info"]["url"].rsplit(
             "/", 1
         )[-1]
         for item in json.loads(report.read_text())["install"]
     }
+
+
+def test_pins_have_wheels_for_aarch64_cpython_311_and_nothing_else_is_pulled_in(tmp_path):
+    wheels = _aarch64_wheels(PINS, tmp_path)
     assert set(wheels) == set(_pins(PINS))
     for name in ("ai-edge-litert", "numpy", "ml-dtypes"):
         assert "cp311" in wheels[name] and "aarch64" in wheels[name], wheels[name]
+    # The tokenizers install with --no-deps, as the pack's README says: exactly the two pinned wheels.
+    text = _aarch64_wheels(TEXT_PINS, tmp_path, "--no-deps")
+    assert set(text) == {"tokenizers", "sentencepiece"}
+    assert all("aarch64" in wheel for wheel in text.values()), text
 
 
 @pytest.mark.large
 def test_pack_runs_in_a_fresh_venv_without_tensorflow_and_writes_valid_results(pack, device_python, tmp_path):
     freeze = subprocess.run([str(device_python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True)
     installed = {line.split("==")[0].lower().replace("_", "-").replace(".", "-") for line in freeze.stdout.split()}
-    assert installed == set(_pins(PINS))  # numpy, ai-edge-litert and its own dependencies: no TensorFlow
+    # numpy, ai-edge-litert and its own dependencies, the two tokenizer libraries: no TensorFlow
+    assert installed == set(_pins(PINS)) | set(_pins(TEXT_PINS))
     unpacked = _unpack(pack, tmp_path)
     completed = subprocess.run(
         [
@@ -233,6 +313,34 @@ def test_pack_runs_in_a_fresh_venv_without_tensorflow_and_writes_valid_results(p
     assert 0 < dynamic["accuracy"]["mean_kl"] < 1e-3
     summary = json.loads(next((unpacked / "results").glob("run_*.json")).read_text())
     assert summary["refused"] == [] and len(summary["results"]) == 8
+
+    # Generation: every thread count and repeat measured on the board, in llama-bench's terms.
+    measured = generation_report.load_generation_results(unpacked / "results")
+    assert len(measured) == 2 * 2 and len(summary["generation_results"]) == 4
+    for item in measured:
+        assert item["model"]["name"] == "tiny" and item["model"]["variant"] == "dynamic"
+        assert item["prefill_tokens_per_second"]["32"]["median"] > 0
+        assert item["decode_tokens_per_second"]["median"] > 0 and item["decode_context"] == 64
+        assert item["window_forward_ms"] > 0 and item["peak_rss_bytes"] > item["file_bytes"]
+        assert item["device"]["sweep"]["repeats"] == 2 and "before" in item["device"]
+    assert sorted((i["threads"], i["device"]["sweep"]["repeat"]) for i in measured) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    # One text reply per generation model, the tokens the host's own loop gives on the same file and threads.
+    (reply,) = summary["replies"]
+    expected = generation.generate_text(
+        unpacked / "models" / "tiny_dynamic_generate.tflite", "The for statement", max_new_tokens=32, threads=2
+    )
+    assert reply["mode"] == "dynamic" and reply["prompt"] == "The for statement"
+    assert reply["tokens"] == list(expected.generation.tokens) and reply["text"] == expected.text
+    assert f"dynamic: The for statement{expected.text}" in completed.stdout
+    # The report shows the board's sweep with its spread, beside the host's figures of the same model.
+    text = report.render_report(
+        results_lib.load_results(unpacked / "results"),
+        out=tmp_path / "report.md",
+        plots=False,
+        generation=device_report.merged_generation_results(unpacked / "results", None),
+    )
+    assert "### Generation: tiny on" in text and "(bench pack)" in text and "Device sweep" in text
+    assert "| dynamic | 2 | 2 |" in text
 
 
 def test_changed_or_missing_files_are_refused_before_anything_runs(pack, tmp_path):
@@ -332,8 +440,9 @@ def test_make_pi_pack_converts_what_is_missing_and_packs_it(tmp_path):
     tokenizer.save_to_preset(str(preset))
     build = tmp_path / "build"
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    generation = ["GENERATE=1", "GEN_MODES=dynamic", "CONTEXT=32"]
     completed = subprocess.run(
-        ["make", "pi-pack", f"MODEL={preset}", "MODES=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"],
+        ["make", "pi-pack", f"MODEL={preset}", "MODES=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}", *generation],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -343,10 +452,16 @@ def test_make_pi_pack_converts_what_is_missing_and_packs_it(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     with tarfile.open(build / "pi-pack-pi-preset.tar.gz") as tar:
         names = set(tar.getnames())
+        description = json.loads(tar.extractfile("pi-pack-pi-preset/pack.json").read())
     assert {
         "pi-pack-pi-preset/models/pi-preset_fp32.tflite",
         "pi-pack-pi-preset/data/pi-preset_seq16_evaluation.npz",
+        "pi-pack-pi-preset/models/pi-preset_dynamic_generate.tflite",
+        "pi-pack-pi-preset/models/pi-preset_dynamic_generate.tokenizer_spec.json",
     } <= names
+    # The generation model was converted first, with the context asked for; no window model of its mode exists.
+    (packed,) = description["generation"]
+    assert packed["context_length"] == 32 and packed["window_model"] is None
     again = subprocess.run(
         ["make", "pi-pack", f"MODEL={preset}", "MODES=fp32", "SEQ_LEN=16", f"BUILD_DIR={build}"],
         cwd=REPO,

@@ -1,25 +1,25 @@
 """Command line: export a converted model, its tokenizer and a manifest for an Android app.
 
-    make android MODE=int8 [MODEL=tiny-gpt2]
-    python -m converter.cli.android --mode=int8 [--model=tiny-gpt2]
+    make android MODE=int8 [MODEL=tiny-gpt2] [GENERATE=1 [CONTEXT=1024]]
+    python -m converter.cli.android --mode=int8 [--model=tiny-gpt2] [--generate [--context_length=1024]]
         [--out=android/app/src/main/assets] [--name=<model>_<mode>] [--overwrite]
 
 The model is the one `make convert` writes, `build/<model>/<model>_<mode>.tflite`
-with its report; when it is missing, this runs `python -m converter` first
-with the same model, mode, seq_len and calibration. The tokenizer is loaded
-from the model's source.
+(with --generate, the generation model `<model>_<mode>_generate.tflite`) with
+its report; when it is missing, this runs `python -m converter` first with the
+same model, mode, seq_len (or context) and calibration. The tokenizer is
+loaded from the model's source.
 """
 
 from __future__ import annotations
 
 import os
-import pathlib
-import subprocess
 import sys
 
 from absl import flags
 
 from converter.cli import flags as cli_flags
+from converter.cli import missing
 from converter.common import progress
 from converter.core import modes
 from converter.deploy.android_export import DEFAULT_ASSETS_DIR
@@ -35,24 +35,19 @@ def _define_flags() -> None:
     )
     cli_flags.define("overwrite", flags.DEFINE_boolean, False, "Replace an existing export of the same name.")
     cli_flags.calibration_flags()
-
-
-def _convert(model_path: pathlib.Path) -> int:
-    value = flags.FLAGS
-    command = [
-        sys.executable,
-        "-m",
-        "converter",
-        f"--model={value.model}",
-        f"--mode={value.mode}",
-        f"--build_dir={value.build_dir}",
-        f"--calibration={value.calibration}",
-        f"--out={model_path}",
-    ]
-    if value.seq_len is not None:
-        command.append(f"--seq_len={value.seq_len}")
-    progress.log("android", f"{model_path} is missing; converting: {' '.join(command[1:])}")
-    return subprocess.run(command, check=False).returncode
+    cli_flags.define(
+        "generate",
+        flags.DEFINE_boolean,
+        False,
+        "Export the generation model (prefill/decode signatures over a KV cache) instead of the fixed window.",
+    )
+    cli_flags.define(
+        "context_length",
+        flags.DEFINE_integer,
+        None,
+        "--generate, when the model must be converted: its context length (default 1024).",
+        lower_bound=2,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -67,17 +62,36 @@ def main(argv: list[str]) -> int:
 
     mode = modes.parse_mode(value.mode)
     model_name = model_sources.default_name(value.model)
-    name = value.name or f"{model_name}_{mode.value}"
-    model_path = results.default_output_path(model_name, mode, build_dir=value.build_dir)
+    stem = f"{mode.value}_generate" if value.generate else mode.value
+    name = value.name or f"{model_name}_{stem}"
+    model_path = results.default_output_path(model_name, stem, build_dir=value.build_dir)
     try:
         with progress.silence_native_output(enabled=not flags.FLAGS.verbose):
+            if value.generate:
+                from converter.core import generation  # pylint: disable=import-outside-toplevel
+
+                generation.check_mode(mode)
+                if value.seq_len is not None:
+                    raise ValueError(
+                        "--seq_len is the fixed window's length; a generation model takes --context_length."
+                    )
+            elif value.context_length is not None:
+                raise ValueError("--context_length sets up a generation model; pass --generate too.")
             android_export.check_export_target(value.out, name, overwrite=value.overwrite)
             if value.model not in model_sources.BUILTIN_MODELS:
                 model_sources.check_model_path(value.model)
-            if not model_path.is_file():
-                code = _convert(model_path)
-                if code:
-                    return code
+            missing.convert_if_missing(
+                model_path,
+                value.model,
+                mode.value,
+                build_dir=value.build_dir,
+                generate=value.generate,
+                context_length=value.context_length,
+                seq_len=value.seq_len,
+                calibration=None if value.generate else value.calibration,
+                verbose=value.verbose,
+                label="android",
+            )
             result = results.ConversionResult.load(model_path)
             if value.seq_len is not None and value.seq_len != result.seq_len:
                 raise ValueError(
@@ -95,7 +109,15 @@ def main(argv: list[str]) -> int:
             export = android_export.export_android(
                 result, value.out, tokenizer=tokenizer, name=name, overwrite=value.overwrite
             )
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
+    except (
+        ValueError,
+        TypeError,
+        RuntimeError,
+        FileExistsError,
+        FileNotFoundError,
+        IsADirectoryError,
+        NotADirectoryError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{export.folder}:")

@@ -21,6 +21,7 @@ import sys
 from absl import flags
 
 from converter.cli import flags as cli_flags
+from converter.cli import missing
 from converter.common import progress
 
 _MODES = ("fp32", "fp16", "dynamic")
@@ -77,16 +78,17 @@ def main(argv: list[str]) -> int:
         for mode in value.modes:
             generate = conversion_results.default_output_path(name, f"{mode}_generate", build_dir=value.build_dir)
             window = conversion_results.default_output_path(name, mode, build_dir=value.build_dir)
-            if not generate.is_file():
-                _run(
-                    f"converting {generate.name}",
-                    [python, "-m", "converter", *common, f"--mode={mode}", "--generate", f"--out={generate}"],
-                )
-            if not window.is_file():
-                _run(
-                    f"converting {window.name} (the window-recompute baseline)",
-                    [python, "-m", "converter", *common, f"--mode={mode}", f"--out={window}"],
-                )
+            missing.convert_if_missing(
+                generate, value.model, mode, build_dir=value.build_dir, generate=True, label="bench-generation"
+            )
+            missing.convert_if_missing(
+                window,
+                value.model,
+                mode,
+                build_dir=value.build_dir,
+                label="bench-generation",
+                why=" (the window-recompute baseline)",
+            )
             _run(
                 f"measuring {generate.name}",
                 [

@@ -236,15 +236,18 @@ def generation_flags() -> Group:
             "prefill_lengths": define(
                 "prefill_lengths",
                 flags.DEFINE_list,
-                [str(t) for t in generation.DEFAULT_PREFILL_LENGTHS],
-                "--generate: prompt-chunk lengths, one prefill_<T> signature each.",
+                None,
+                "--generate: prompt-chunk lengths, one prefill_<T> signature each (default: of "
+                f"{','.join(map(str, generation.DEFAULT_PREFILL_LENGTHS))}, those that fit the context).",
             ),
             "smaller_contexts": define(
                 "smaller_contexts",
                 flags.DEFINE_list,
-                [str(c) for c in generation.DEFAULT_SMALLER_CONTEXTS],
+                None,
                 "--generate: shorter caches with their own signatures (ctx<C>_prefill_<T>, ctx<C>_decode), for "
-                "generations that need fewer positions; --smaller_contexts= for none.",
+                "generations that need fewer positions (default: of "
+                f"{','.join(map(str, generation.DEFAULT_SMALLER_CONTEXTS))}, those below the context); "
+                "--smaller_contexts= for none.",
             ),
         }
     )
@@ -260,10 +263,11 @@ def generation_settings(group: Group):
                 raise ValueError(f"--{name} sets up generation signatures; pass --generate too.")
         return None
     try:
+        prefill, smaller = group.prefill_lengths.value, group.smaller_contexts.value
         return generation.GenerationSettings(
             context_length=group.context_length.value,
-            prefill_lengths=tuple(int(v) for v in group.prefill_lengths.value),
-            smaller_contexts=tuple(int(v) for v in group.smaller_contexts.value),
+            prefill_lengths=None if prefill is None else tuple(int(v) for v in prefill),
+            smaller_contexts=None if smaller is None else tuple(int(v) for v in smaller),
         )
     except ValueError as error:
         raise ValueError(f"{error} (--context_length, --prefill_lengths, --smaller_contexts take integers)") from None

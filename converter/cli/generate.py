@@ -12,12 +12,12 @@ printed as it is generated, then the speeds.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 from absl import flags
 
 from converter.cli import flags as cli_flags
+from converter.cli import missing
 from converter.common import progress
 
 
@@ -39,25 +39,6 @@ def _define_flags() -> None:
         lower_bound=2,
     )
     cli_flags.verbosity_flags()
-
-
-def _convert(value, path) -> int:
-    command = [
-        sys.executable,
-        "-m",
-        "converter",
-        f"--model={value.model}",
-        f"--mode={value.mode}",
-        "--generate",
-        f"--build_dir={value.build_dir}",
-        f"--out={path}",
-    ]
-    if value.context_length:
-        command.append(f"--context_length={value.context_length}")
-    if value.verbose:
-        command.append("--verbose")
-    progress.log("generate", f"{path} is missing; converting: {' '.join(command[1:])}")
-    return subprocess.run(command, check=False).returncode
 
 
 def _export_tokenizer(value, path) -> None:
@@ -94,10 +75,16 @@ def main(argv: list[str]) -> int:
         path = results.default_output_path(name, f"{value.mode}_generate", build_dir=value.build_dir)
         if value.model not in model_sources.BUILTIN_MODELS:
             model_sources.check_model_path(value.model)
-        if not path.is_file():
-            code = _convert(value, path)
-            if code:
-                return code
+        missing.convert_if_missing(
+            path,
+            value.model,
+            value.mode,
+            build_dir=value.build_dir,
+            generate=True,
+            context_length=value.context_length,
+            verbose=value.verbose,
+            label="generate",
+        )
         if not generation.tokenizer_beside(path).is_file():
             _export_tokenizer(value, path)
         print(value.prompt, end="", flush=True)
@@ -110,7 +97,7 @@ def main(argv: list[str]) -> int:
                 threads=value.threads,
                 on_text=lambda piece: print(piece, end="", file=progress.stdout(), flush=True),
             )
-    except (ValueError, TypeError, FileNotFoundError, generation.NotAGenerationModelError) as error:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, generation.NotAGenerationModelError) as error:
         print(f"\nerror: {error}", file=sys.stderr)
         return 2
     run = reply.generation

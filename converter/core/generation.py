@@ -51,17 +51,29 @@ class GenerationSettings:
         longer than the largest is prefilled in chunks.
       smaller_contexts: extra cache lengths, each with its own prefill and
         decode signatures, for generations that need fewer positions.
+
+    Left out (None), `prefill_lengths` and `smaller_contexts` take the defaults
+    (32 and 128; 256) that fit `context_length`, so a short context needs
+    only itself: `GenerationSettings(context_length=64)` has `prefill_32` and
+    no smaller context. Given ones are checked as they are.
     """
 
     context_length: int = DEFAULT_CONTEXT_LENGTH
-    prefill_lengths: tuple[int, ...] = DEFAULT_PREFILL_LENGTHS
-    smaller_contexts: tuple[int, ...] = DEFAULT_SMALLER_CONTEXTS
+    prefill_lengths: tuple[int, ...] | None = None
+    smaller_contexts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "prefill_lengths", tuple(sorted({int(t) for t in self.prefill_lengths})))
-        object.__setattr__(self, "smaller_contexts", tuple(sorted({int(c) for c in self.smaller_contexts})))
         if isinstance(self.context_length, bool) or not isinstance(self.context_length, int) or self.context_length < 2:
             raise ValueError(f"context_length must be an integer of at least 2, got {self.context_length!r}.")
+        if self.prefill_lengths is None:
+            fitting = [t for t in DEFAULT_PREFILL_LENGTHS if t <= self.context_length]
+            object.__setattr__(self, "prefill_lengths", tuple(fitting) or (self.context_length,))
+        if self.smaller_contexts is None:
+            longest = max(self.prefill_lengths)
+            fitting = [c for c in DEFAULT_SMALLER_CONTEXTS if longest <= c < self.context_length]
+            object.__setattr__(self, "smaller_contexts", tuple(fitting))
+        object.__setattr__(self, "prefill_lengths", tuple(sorted({int(t) for t in self.prefill_lengths})))
+        object.__setattr__(self, "smaller_contexts", tuple(sorted({int(c) for c in self.smaller_contexts})))
         if not self.prefill_lengths or min(self.prefill_lengths) < 2:
             raise ValueError(
                 f"prefill_lengths must be integers of at least 2 (decode is T = 1), got {self.prefill_lengths!r}."

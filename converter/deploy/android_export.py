@@ -306,6 +306,8 @@ def _tensor_entry(info: inspection.TensorInfo) -> dict[str, Any]:
 def _describe_model(model: bytes, result: Any) -> dict[str, Any]:
     """The manifest's `model` section, read from the model itself."""
     inspected = inspection.inspect_model(model)
+    if getattr(result, "generation", None):
+        return _describe_generation_model(inspected, result)
     model_object = inspection.load_model_object(model)
     signatures = model_object.signatureDefs or []
     if len(signatures) != 1:
@@ -336,6 +338,59 @@ def _describe_model(model: bytes, result: Any) -> dict[str, Any]:
     }
 
 
+def _describe_generation_model(inspected: inspection.ModelInspection, result: Any) -> dict[str, Any]:
+    """The `model` section of a generation model: its decode signature, and every context's signatures."""
+    described = dict(result.generation)
+    context_length = int(described["context_length"])
+    contexts = []
+    for context in (*described.get("smaller_contexts", ()), context_length):
+        prefix = "" if context == context_length else f"ctx{context}_"
+        contexts.append(
+            {
+                "context": int(context),
+                "decode": f"{prefix}decode",
+                "prefill": {str(t): f"{prefix}prefill_{t}" for t in described["prefill_lengths"]},
+                "cache_shape": list(described["cache"]["shape_by_context"][str(context)]),
+            }
+        )
+    named = [c["decode"] for c in contexts] + [k for c in contexts for k in c["prefill"].values()]
+    missing = [key for key in named if key not in inspected.signatures]
+    if missing:
+        raise ValueError(
+            f"The report describes signatures {', '.join(missing)} that the model lacks; export the .tflite its "
+            "report was written for."
+        )
+    decode = inspected.signatures["decode"]
+    inputs = [dict(_tensor_entry(t), name=n) for n, t in decode.inputs.items()]
+    outputs = [dict(_tensor_entry(t), name=n) for n, t in decode.outputs.items()]
+    logits = decode.outputs["logits"].shape
+    return {
+        "file": "",
+        "model_name": str(result.model_name),
+        "source": str(getattr(result, "model_source", "")),
+        "mode": str(result.mode),
+        "seq_len": context_length,
+        "vocabulary_size": int(logits[-1]),
+        "min_runtime_version": inspected.min_runtime_version,
+        "signature_key": "decode",
+        "inputs": inputs,
+        "outputs": outputs,
+        "check": dict(result.check) if getattr(result, "check", None) else None,
+        "generation": {
+            "context_length": context_length,
+            "contexts": contexts,
+            "tokens": "tokens",
+            "input_pos": "input_pos",
+            "logits": "logits",
+            "cache_names": list(described["cache"]["names"]),
+            "cache_dtype": described["cache"]["dtype"],
+            "cache_layout": described["cache"]["layout"],
+            "start_token_id": described.get("start_token_id"),
+            "stop_token_ids": list(described.get("stop_token_ids") or []),
+        },
+    }
+
+
 def embed_manifest(model: bytes, manifest: Mapping[str, Any]) -> bytes:
     """Returns the model with `manifest` as UTF-8 JSON metadata named `METADATA_NAME`.
 
@@ -359,10 +414,12 @@ def _check_same_outputs(original: bytes, final: bytes, model_section: Mapping[st
     rng = np.random.default_rng(0)
     feed = {}
     for entry in model_section["inputs"]:
-        if entry["name"] == "token_ids":
+        if entry["name"] in ("token_ids", "tokens"):
             values = rng.integers(0, model_section["vocabulary_size"], entry["shape"])
-        else:
-            values = np.ones(entry["shape"])
+        elif entry["name"] == "input_pos":
+            values = np.arange(int(np.prod(entry["shape"]))).reshape(entry["shape"])
+        else:  # the padding mask, or a generation model's KV caches
+            values = np.ones(entry["shape"]) if entry["dtype"] == "bool" else rng.normal(0, 1, entry["shape"])
         feed[entry["name"]] = values.astype(entry["dtype"])
     key = model_section["signature_key"]
     before = litert.Interpreter(model_content=original).get_signature_runner(key)(**feed)

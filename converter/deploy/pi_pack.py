@@ -1,12 +1,17 @@
 """Builds a Raspberry Pi bench pack: models, evaluation windows, the harness, pins, checksums, a README.
 
-    make pi-pack MODEL=tiny-gpt2 MODES=fp32,int8
+    make pi-pack MODEL=tiny-gpt2 MODES=fp32,int8 [GENERATE=1 GEN_MODES=dynamic,fp16]
     python -m converter.cli.pi_pack --model=tiny-gpt2 [--modes=fp32,fp16,dynamic,int8,int16x8]
+        [--generation_modes=dynamic] [--prompt="..."]
         [--build_dir=build] [--out=build/pi-pack-<model>.tar.gz] [--evaluation=<windows.npz>] [--overwrite]
 
 The models must have been converted (`make pi-pack` converts what is missing
-first). The tarball unpacks into `pi-pack-<model>/`, which runs on a Pi with
-numpy and ai-edge-litert alone (its README says how, command by command).
+first). With generation modes, the pack also carries each mode's generation
+model (`<model>_<mode>_generate.tflite`, prefill/decode signatures) and the
+tokenizer files beside it; the runner then measures prefill and decode tokens
+per second and time to first token, and continues one text prompt. The
+tarball unpacks into `pi-pack-<model>/`, which runs on a Pi with numpy and
+ai-edge-litert alone (its README says how, command by command).
 Written atomically, with `<tarball>.sha256` beside it; an existing pack is
 kept unless --overwrite is given.
 """
@@ -27,9 +32,14 @@ import tarfile
 from converter.common import files as file_io
 from converter.compat import check, runtime_support
 from converter.core import modes
+from converter.core.generation import SUPPORTED_MODES as _GENERATION_MODES
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 REQUIREMENTS = pathlib.Path(__file__).with_name("pi_requirements.txt")
+# Text in and out for the generation prompt; installed with --no-deps (tokenizers' huggingface-hub
+# dependency serves downloads, which a pack never makes).
+TEXT_REQUIREMENTS = pathlib.Path(__file__).with_name("pi_text_requirements.txt")
+DEFAULT_PROMPT = "The capital of France is"
 README_TEMPLATE = pathlib.Path(__file__).with_name("pi_pack_readme.md")
 RUNNER = REPO / "benchmarks" / "pi_runner.py"
 # Host-side modules of benchmarks/ that the device never runs (CLIs with absl, plots).
@@ -64,6 +74,7 @@ class PackResult:
       name: the folder it unpacks into (`pi-pack-<model>`).
       files: every file in the pack, relative to that folder.
       modes: the modes packed.
+      generation_modes: the modes whose generation models are packed.
     """
 
     path: pathlib.Path
@@ -72,6 +83,7 @@ class PackResult:
     name: str
     files: tuple[str, ...]
     modes: tuple[str, ...]
+    generation_modes: tuple[str, ...] = ()
 
 
 def pack_name(model_name: str) -> str:
@@ -107,6 +119,56 @@ def _model_files(model_name: str, wanted: list[modes.Mode], build_dir: pathlib.P
         raise ValueError(
             f"The models of {model_name} were converted with different sequence lengths ({listing}); "
             "convert them again with one (make convert-all SEQ_LEN=... OVERWRITE=1)."
+        )
+    return found
+
+
+def _generation_files(model_name: str, wanted: list[modes.Mode], build_dir: pathlib.Path) -> list[dict]:
+    """Each wanted mode's generation model with the tokenizer files its spec names, checked."""
+    # pylint: disable=import-outside-toplevel
+    from benchmarks import generation
+    from benchmarks import text as text_lib
+
+    supported = {m.value for m in _GENERATION_MODES}
+    refused = [m.value for m in wanted if m.value not in supported]
+    if refused:
+        raise ValueError(
+            f"Generation models convert in {', '.join(sorted(supported))}, not {', '.join(refused)}; "
+            "pass --generation_modes (GEN_MODES=) among those."
+        )
+    found = []
+    for mode in wanted:
+        path = build_dir / model_name / f"{model_name}_{mode.value}_generate.tflite"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"No {mode.value} generation model of {model_name} at {str(path)!r}. Convert it first: make "
+                f"convert MODEL={model_name} MODE={mode.value} GENERATE=1 (make pi-pack GENERATE=1 converts what "
+                "is missing)."
+            )
+        signatures = generation.read_signatures(str(path))
+        spec_path = generation.tokenizer_beside(path)
+        if not spec_path.is_file():
+            raise FileNotFoundError(
+                f"{str(path)!r} has no tokenizer beside it ({spec_path.name}), so the pack could not turn its "
+                "replies into text. Convert it again with make convert GENERATE=1 OVERWRITE=1."
+            )
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        names = [spec_path.name] + sorted({spec[k] for k in ("file", "tokenizer_json") if spec.get(k)})
+        missing = [n for n in names if not (path.parent / n).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"The tokenizer of {path.name} names {', '.join(missing)}, which is not beside it; convert the model "
+                "again with make convert GENERATE=1 OVERWRITE=1."
+            )
+        text_lib.load_text_tokenizer(spec_path)  # refuses files that do not match their spec
+        found.append(
+            {
+                "mode": mode.value,
+                "path": path,
+                "tokenizer": [path.parent / n for n in names],
+                "context_length": signatures.context_length,
+                "vocabulary_size": signatures.vocabulary_size,
+            }
         )
     return found
 
@@ -147,6 +209,8 @@ def _readme(
     num_windows: int,
     size_bytes: int,
     tflite_modes: list[str],
+    generation: list[dict],
+    prompt: str,
 ) -> str:
     template = string.Template(README_TEMPLATE.read_text(encoding="utf-8"))
     try:
@@ -167,6 +231,31 @@ def _readme(
         runs=runs,
         minutes=max(1, round(runs * _SECONDS_PER_RUN / 60)),
         tflite_modes=", ".join(f"`{m}`" for m in tflite_modes) if tflite_modes else "none",
+        text_install=(
+            "~/pi-pack-venv/bin/pip install --only-binary=:all: --no-deps -r requirements-text.txt\n"
+            if generation
+            else ""
+        ),
+        generation_section=_generation_readme(generation, prompt),
+    )
+
+
+def _generation_readme(generation: list[dict], prompt: str) -> str:
+    if not generation:
+        return ""
+    listing = ", ".join(f"`{e['mode']}` (context {e['context_length']})" for e in generation)
+    return (
+        "\n### Generation\n\n"
+        f"The pack also holds generation models ({listing}) with prefill/decode signatures over a KV cache, "
+        "and their tokenizer files. After the window models, the runner measures each at every thread count "
+        "and repeat in llama-bench's terms: prefill tokens per second for 128- and 512-token prompts (as "
+        "far as the context holds them), decode tokens per second over 128 generated tokens, time to first "
+        "token, decode cost by cache fill and peak memory, with one full-window forward of the same mode "
+        "as the no-cache baseline. Then it continues the prompt "
+        f"{json.dumps(prompt, ensure_ascii=False)} with each model at the largest thread count and prints "
+        "the text (`requirements-text.txt`: the `tokenizers` and `sentencepiece` wheels, installed with "
+        '`--no-deps` because their download helpers are never used). `--prompt="..."` continues '
+        "another text; `--nogeneration` skips this part.\n"
     )
 
 
@@ -206,6 +295,8 @@ def build_pack(
     build_dir: str | os.PathLike = "build",
     out: str | os.PathLike | None = None,
     evaluation: str | os.PathLike | None = None,
+    generation_modes: list[str] | None = None,
+    prompt: str = DEFAULT_PROMPT,
     overwrite: bool = False,
     progress: bool = True,
 ) -> PackResult:
@@ -218,6 +309,9 @@ def build_pack(
       out: the tarball (default `build/pi-pack-<model>.tar.gz`).
       evaluation: evaluation windows (default: the ones the CLI cut,
         `build/<model>/<model>_seq<N>_evaluation.npz`).
+      generation_modes: modes whose generation models
+        (`<model>_<mode>_generate.tflite` and the tokenizer beside it) go in too.
+      prompt: the text the runner continues with each generation model.
       overwrite: replace an existing tarball.
       progress: say what is happening on stderr.
 
@@ -226,9 +320,12 @@ def build_pack(
 
     Raises:
       FileExistsError: the tarball exists and `overwrite` is False.
-      FileNotFoundError: a model, its report or the evaluation windows are missing.
-      ValueError: an unknown mode, models of different sequence lengths, or
-        windows that do not fit the models.
+      FileNotFoundError: a model, its report, a generation model's tokenizer
+        or the evaluation windows are missing.
+      ValueError: an unknown mode, a mode without generation models, models
+        of different sequence lengths, windows that do not fit the models, or
+        an empty prompt.
+      generation.NotAGenerationModelError: a `_generate` file without decode.
     """
     wanted = [modes.parse_mode(m) for m in (modes_to_pack or modes.MODE_NAMES)]
     if not wanted:
@@ -244,7 +341,11 @@ def build_pack(
         raise FileExistsError(
             f"{str(tarball)!r} exists. Pass --overwrite (OVERWRITE=1 with make) to replace it, or --out=..."
         )
+    wanted_generation = [modes.parse_mode(m) for m in (generation_modes or [])]
+    if wanted_generation and not prompt.strip():
+        raise ValueError("The prompt is empty: give the text the runner continues (--prompt=...).")
     found = _model_files(model_name, wanted, build_dir)
+    generating = _generation_files(model_name, wanted_generation, build_dir)
     seq_len = found[0]["facts"]["seq_len"]
     vocabulary_size = found[0]["facts"]["vocabulary_size"]
     windows_path = _evaluation_windows(model_name, seq_len, vocabulary_size, build_dir=build_dir, evaluation=evaluation)
@@ -279,6 +380,34 @@ def build_pack(
                 file=sys.stderr,
                 flush=True,
             )
+    generation_entries = []
+    for entry in generating:
+        data = entry["path"].read_bytes()
+        relative = f"models/{entry['path'].name}"
+        contents[relative] = data
+        for tokenizer_file in entry["tokenizer"]:
+            contents[f"models/{tokenizer_file.name}"] = tokenizer_file.read_bytes()
+        window = next((e["path"] for e in packed if e["mode"] == entry["mode"]), None)
+        generation_entries.append(
+            {
+                "mode": entry["mode"],
+                "path": relative,
+                "sha256": _sha256(data),
+                "size_bytes": len(data),
+                "context_length": entry["context_length"],
+                "tokenizer": f"models/{entry['tokenizer'][0].name}",
+                "tokenizer_files": [f"models/{f.name}" for f in entry["tokenizer"]],
+                # The fixed-window model of the same mode: the runner's no-cache baseline.
+                "window_model": window,
+            }
+        )
+        if progress:
+            print(
+                f"[pi-pack] {relative}: {len(data) / 2**20:.2f} MiB, context {entry['context_length']}, "
+                f"tokenizer {entry['tokenizer'][0].name}",
+                file=sys.stderr,
+                flush=True,
+            )
     windows_name = f"data/{windows_path.name}"
     contents[windows_name] = windows_path.read_bytes()
     for module in sorted((REPO / "benchmarks").glob("*.py")):
@@ -292,6 +421,8 @@ def build_pack(
     contents["representative_data/windows.py"] = _WINDOWS_MODULE.read_bytes()
     contents["run_pi.py"] = RUNNER.read_bytes()
     contents["requirements.txt"] = REQUIREMENTS.read_bytes()
+    if generation_entries:
+        contents["requirements-text.txt"] = TEXT_REQUIREMENTS.read_bytes()
     reference = next((e["path"] for e in packed if e["mode"] == modes.Mode.FP32.value), None)
     from representative_data import windows as windows_lib  # pylint: disable=import-outside-toplevel
 
@@ -304,6 +435,8 @@ def build_pack(
         "seq_len": seq_len,
         "vocabulary_size": vocabulary_size,
         "models": packed,
+        "generation": generation_entries,
+        "prompt": prompt if generation_entries else None,
         "reference": reference,
         "evaluation": windows_name,
         "evaluation_sha256": _sha256(contents[windows_name]),
@@ -330,6 +463,8 @@ def build_pack(
         num_windows=num_windows,
         size_bytes=size,
         tflite_modes=tflite_modes,
+        generation=generation_entries,
+        prompt=prompt,
     ).encode()
     contents["MANIFEST.sha256"] = "".join(
         f"{_sha256(data)}  {relative}\n" for relative, data in sorted(contents.items())
@@ -358,4 +493,5 @@ def build_pack(
         name=name,
         files=tuple(sorted(contents)),
         modes=tuple(e["mode"] for e in packed),
+        generation_modes=tuple(e["mode"] for e in generation_entries),
     )
