@@ -192,12 +192,13 @@ def read_signatures(model: str | bytes) -> GenerationSignatures:
       NotAGenerationModelError: the model has no `decode` signature (a
         fixed-window model); the message says how to make one.
     """
-    inspected = tflite_file.inspect_model(model)
+    # Only the signature tables: the weights stay unread (a full inspection would hold them in memory).
+    signatures = tflite_file.inspect_signatures(model)
     contexts: dict[int, dict[str, Any]] = {}
     shapes: dict[int, tuple[int, ...]] = {}
     names: tuple[str, ...] = ()
     vocabulary = 0
-    for key, signature in inspected.signatures.items():
+    for key, signature in signatures.items():
         match = _SIGNATURE.match(key)
         if not match:
             continue
@@ -217,7 +218,7 @@ def read_signatures(model: str | bytes) -> GenerationSignatures:
     contexts = {c: e for c, e in contexts.items() if e[DECODE] is not None}
     if not contexts:
         raise NotAGenerationModelError(
-            f"The model has no decode signature (it has: {', '.join(inspected.signatures) or 'none'}): it is a "
+            f"The model has no decode signature (it has: {', '.join(signatures) or 'none'}): it is a "
             "fixed-window model. Convert one with generation signatures: make convert GENERATE=1 (or "
             "convert_keras(..., generation=True))."
         )

@@ -78,7 +78,8 @@ def generation_section(
         f"### Generation: {model}\n",
         "Prefill `pp<N>` and decode `tg<N>` in tokens per second (median of the repeats), as llama-bench "
         "counts them; decode runs on the shortest cache that holds the reply. Memory is the peak RSS over "
-        "the model file plus its KV cache; efficiency is the memory-roofline bound of a decode step "
+        "the model file plus its KV cache, and the same for the growth above the process's RSS before "
+        "loading; efficiency is the memory-roofline bound of a decode step "
         "(its weights and cache over the measured bandwidth) over the measured step.\n",
         "| variant | size | threads | "
         + " | ".join(f"pp{n}" for n in lengths)
@@ -94,7 +95,10 @@ def generation_section(
         fills = ", ".join(f"{fill}: {ms:.1f}" for fill, ms in item["decode_ms_by_fill"].items())
         full_step = item["roofline"]["measured_ms"]
         window = item.get("window_forward_ms")
-        rss = item["peak_rss_bytes"] / (item["file_bytes"] + item["cache_bytes"])
+        held = item["file_bytes"] + item["cache_bytes"]
+        rss = item["peak_rss_bytes"] / held
+        # Above the process's own footprint before the model was loaded (Python, numpy, the runtime's code).
+        above = (item["peak_rss_bytes"] - item.get("baseline_rss_bytes", 0)) / held
         lines.append(
             f"| {variant} | {item['file_bytes'] / 2**20:.1f} MiB | {threads} | "
             + " | ".join(_rate(_prefill(item, n)) for n in lengths)
@@ -102,7 +106,7 @@ def generation_section(
             + ("–" if not versus else f"{decode / versus:.2f}x")
             + f" | {item['time_to_first_token_ms']['median']:.1f} ms | {fills} | "
             + ("–" if not window or not full_step else f"{full_step / window:.3f}")
-            + f" | {rss:.2f}x | {100 * item['roofline']['efficiency']:.0f} % |"
+            + f" | {rss:.2f}x ({above:.2f}x above start) | {100 * item['roofline']['efficiency']:.0f} % |"
         )
     baseline_rows = []
     for (variant, threads), item in sorted(ours.items()):

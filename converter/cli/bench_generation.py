@@ -89,22 +89,23 @@ def main(argv: list[str]) -> int:
                 label="bench-generation",
                 why=" (the window-recompute baseline)",
             )
-            _run(
-                f"measuring {generate.name}",
-                [
-                    python,
-                    "-m",
-                    "benchmarks.generation_bench",
-                    f"--model={generate}",
-                    f"--threads={','.join(map(str, threads))}",
-                    f"--window_model={window}",
-                    f"--name={name}",
-                    f"--variant={mode}",
-                    f"--results_dir={value.results_dir}",
-                    f"--repeats={value.repeats}",
-                    f"--new_tokens={value.new_tokens}",
-                ],
-            )
+            for count in threads:  # a process per run: its peak memory is its own
+                _run(
+                    f"measuring {generate.name}, {count} thread(s)",
+                    [
+                        python,
+                        "-m",
+                        "benchmarks.generation_bench",
+                        f"--model={generate}",
+                        f"--threads={count}",
+                        f"--window_model={window}",
+                        f"--name={name}",
+                        f"--variant={mode}",
+                        f"--results_dir={value.results_dir}",
+                        f"--repeats={value.repeats}",
+                        f"--new_tokens={value.new_tokens}",
+                    ],
+                )
         if value.keras:
             for count in threads:
                 _run(

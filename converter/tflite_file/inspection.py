@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import mmap
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -346,6 +347,83 @@ def inspect_model(model: bytes | bytearray | str | os.PathLike) -> ModelInspecti
         subgraphs=tuple(subgraphs),
         signatures=signatures,
     )
+
+
+def inspect_signatures(model: bytes | bytearray | str | os.PathLike) -> dict[str, SignatureInfo]:
+    """The signatures of a `.tflite` model, read without loading its weights.
+
+    `inspect_model` unpacks the whole flatbuffer, weights included, into Python
+    objects (hundreds of megabytes for an LM, held until it returns); a device
+    that only needs the signatures' names, shapes and dtypes reads them here
+    from a memory map, touching only the pages of the tensor tables.
+
+    Raises:
+      FileNotFoundError: the path does not exist.
+      ValueError: the data is not a TFLite flatbuffer.
+    """
+    fb = schema()
+    dtypes = {k: v.lower() for k, v in enum_names(fb.TensorType).items()}
+    if isinstance(model, (bytes, bytearray)):
+        return _signatures_of(bytes(model), fb, dtypes)
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No TFLite model at {path!r}.")
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _signatures_of(data, fb, dtypes)
+
+
+def _signatures_of(data, fb, dtypes: Mapping[int, str]) -> dict[str, SignatureInfo]:
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ValueError(
+            "Not a TFLite model: the flatbuffer identifier 'TFL3' is missing "
+            f"({len(data)} bytes). Pass a .tflite file written by the converter."
+        )
+    try:
+        model = fb.Model.GetRootAs(data, 0)
+        signatures = {}
+        for number in range(model.SignatureDefsLength()):
+            signature = model.SignatureDefs(number)
+            subgraph = model.Subgraphs(signature.SubgraphIndex())
+
+            def tensor(index: int, subgraph=subgraph) -> TensorInfo:
+                entry = subgraph.Tensors(index)
+                q = entry.Quantization()
+                quantization = None
+                if q is not None and q.ScaleLength() > 0:
+                    scale = tuple(float(q.Scale(i)) for i in range(q.ScaleLength()))
+                    zero = tuple(int(q.ZeroPoint(i)) for i in range(q.ZeroPointLength())) or (0,) * len(scale)
+                    quantization = Quantization(
+                        scale=scale, zero_point=zero, quantized_dimension=int(q.QuantizedDimension())
+                    )
+                return TensorInfo(
+                    index=index,
+                    name=decode_name(entry.Name() or b""),
+                    shape=tuple(int(entry.Shape(i)) for i in range(entry.ShapeLength())),
+                    dtype=dtypes[entry.Type()],
+                    quantization=quantization,
+                    # Signature inputs and outputs are never constants.
+                    is_constant=False,
+                )
+
+            key = decode_name(signature.SignatureKey() or b"")
+            signatures[key] = SignatureInfo(
+                key=key,
+                subgraph=int(signature.SubgraphIndex()),
+                inputs={
+                    decode_name(e.Name()): tensor(e.TensorIndex())
+                    for e in (signature.Inputs(i) for i in range(signature.InputsLength()))
+                },
+                outputs={
+                    decode_name(e.Name()): tensor(e.TensorIndex())
+                    for e in (signature.Outputs(i) for i in range(signature.OutputsLength()))
+                },
+            )
+        return signatures
+    except Exception as error:  # flatbuffers raises assorted errors on bad data
+        raise ValueError(
+            f"The TFLite flatbuffer could not be parsed ({error}); the file is "
+            "probably truncated or corrupt. Convert the model again."
+        ) from error
 
 
 def weight_dtypes(inspection: ModelInspection, op_types: Sequence[str]) -> set[str]:

@@ -8,6 +8,7 @@ few flatbuffer fields that say where the weights lie.
 
 from __future__ import annotations
 
+import mmap
 import os
 import pathlib
 import struct
@@ -53,18 +54,19 @@ def check_model_file(path: str | os.PathLike) -> pathlib.Path:
         raise ModelFileError(f"{str(path)!r} is empty. Convert the model again.")
     if path.suffix == ONNX_SUFFIX:
         return path
-    data = path.read_bytes()
-    if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
-        raise ModelFileError(
-            f"{str(path)!r} is not a TFLite model: the flatbuffer identifier 'TFL3' is "
-            "missing. Pass a .tflite file written by the TFLite converter."
-        )
-    try:
-        _check_buffers(data)
-    except (struct.error, _Truncated) as error:
-        raise ModelFileError(
-            f"{str(path)!r} is truncated or corrupt ({error}); {size} bytes on disk. Copy or convert it again."
-        ) from None
+    # A memory map: the checks read the flatbuffer's tables and each buffer's bounds, never the weights.
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
+            raise ModelFileError(
+                f"{str(path)!r} is not a TFLite model: the flatbuffer identifier 'TFL3' is "
+                "missing. Pass a .tflite file written by the TFLite converter."
+            )
+        try:
+            _check_buffers(data)
+        except (struct.error, _Truncated) as error:
+            raise ModelFileError(
+                f"{str(path)!r} is truncated or corrupt ({error}); {size} bytes on disk. Copy or convert it again."
+            ) from None
     return path
 
 
