@@ -44,7 +44,7 @@ CONVERT_FLAGS = $(MODEL_FLAG) $(MODE_FLAG) --calibration=$(CALIBRATION) --build_
 
 PROMPT ?=
 MAX_NEW_TOKENS ?=
-.PHONY: bench-generation generate lint setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
+.PHONY: bench-generation generate litertlm lint setup convert convert-all android bench report bench-fidelity test test-large clean help pi-pack pi-report runtime-probe debug
 
 help:
 	@echo "make convert MODE=<fp32|fp16|dynamic|int8|int16x8> [MODEL=smollm2-135m|tiny-gpt2|gpt2-6l|path] [SEQ_LEN=n] [OVERWRITE=1] [TARGET_RUNTIME=tflite-runtime==2.14]"
@@ -54,10 +54,12 @@ help:
 	@echo "make convert-all [MODEL=...] [MODES=fp32,int8]  every mode, then the table in build/<model>/modes.md"
 	@echo "make convert MODE=dynamic GENERATE=1 [CONTEXT=1024] [PREFILL=32,128]  prefill/decode signatures with a KV cache"
 	@echo "make generate PROMPT=\"The capital of France is\" [MODEL=...] [MODE=dynamic|fp16|fp32] [MAX_NEW_TOKENS=64]"
+	@echo "make litertlm [MODEL=...] [MODE=dynamic|fp16|fp32] [PROMPT=\"...\"] [OVERWRITE=1]  $(BUILD_DIR)/<model>/<model>_<mode>.litertlm for LiteRT-LM"
 	@echo "make android MODE=int8 [MODEL=...] [GENERATE=1 [CONTEXT=n]] [OUT=$(ANDROID_ASSETS)] [OVERWRITE=1]  model, tokenizer, manifest for an app"
 	@echo "make bench [MODEL=...] [THREADS=1,2] [PEERS=0]  convert what is missing, benchmark every mode + baselines"
 	@echo "make bench-generation [MODEL=...] [GEN_MODES=fp32,fp16,dynamic] [THREADS=1,2] [PEERS=0]  prefill/decode tok/s, TTFT,"
-	@echo "                              memory, roofline; window-recompute, keras-hub generate and llama.cpp baselines"
+	@echo "                              memory, roofline; window-recompute, keras-hub generate and llama.cpp baselines;"
+	@echo "                              LiteRT-LM's own benchmark on each mode's bundle beside the harness's"
 	@echo "make report                   $(RESULTS_DIR)/report.md and plots from every result"
 	@echo "make bench-fidelity           harness timing vs LiteRT's own benchmark tool"
 	@echo "make pi-pack [MODEL=...] [MODES=fp32,int8] [GENERATE=1 GEN_MODES=dynamic] [OVERWRITE=1]  $(BUILD_DIR)/pi-pack-<model>.tar.gz for a Raspberry Pi"
@@ -74,7 +76,7 @@ setup: $(STAMP)
 $(STAMP): setup.cfg requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,bench]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,bench,litertlm]'
 	@# The Java tokenizer tests compile with javac; install a JDK where the machine lacks one.
 	@command -v javac >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless; } \
 		|| echo "warning: no javac; install a JDK (8 or later) for tests/test_java_tokenizer.py"
@@ -94,6 +96,13 @@ generate: $(STAMP)
 		--prompt="$(PROMPT)" --build_dir=$(BUILD_DIR) $(if $(MAX_NEW_TOKENS),--max_new_tokens=$(MAX_NEW_TOKENS)) \
 		$(if $(CONTEXT),--context_length=$(CONTEXT)) $(if $(VERBOSE),--verbose)
 
+# build/<model>/<model>_<mode>.litertlm for LiteRT-LM (the generation model converted first when missing); MODE
+# defaults to dynamic here. With PROMPT, LiteRT-LM's engine then continues it.
+litertlm: $(STAMP)
+	$(PY) -m converter.cli.litertlm $(MODEL_FLAG) $(if $(filter command line,$(origin MODE)),--mode=$(MODE)) \
+		--build_dir=$(BUILD_DIR) $(if $(OVERWRITE),--overwrite) $(if $(PROMPT),--prompt="$(PROMPT)") \
+		$(if $(CONTEXT),--context_length=$(CONTEXT)) $(if $(VERBOSE),--verbose)
+
 # Converts first when build/<model>/<model>_<mode>.tflite is missing.
 android: $(STAMP)
 	$(PY) -m converter.cli.android $(MODEL_FLAG) --mode=$(MODE) --calibration=$(CALIBRATION) --build_dir=$(BUILD_DIR) \
@@ -105,11 +114,11 @@ bench: $(STAMP)
 		--results_dir=$(RESULTS_DIR) $(if $(SEQ_LEN),--seq_len=$(SEQ_LEN)) $(if $(filter 0,$(PEERS)),--nopeers) $(BENCH_FLAGS)
 
 # Generation models (prefill/decode) in every float and dynamic mode, with the window-recompute, keras-hub and
-# llama.cpp baselines; `make report` renders them.
+# llama.cpp baselines and LiteRT-LM on the same bundles; `make report` renders them.
 GEN_MODES ?= fp32,fp16,dynamic
 bench-generation: $(STAMP)
 	$(PY) -m converter.cli.bench_generation $(MODEL_FLAG) --modes=$(GEN_MODES) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
-		--results_dir=$(RESULTS_DIR) $(if $(filter 0,$(PEERS)),--nokeras --nollama_cpp)
+		--results_dir=$(RESULTS_DIR) $(if $(filter 0,$(PEERS)),--nokeras --nollama_cpp --nolitertlm)
 
 report: $(STAMP)
 	$(PY) -m benchmarks.report --results_dir=$(RESULTS_DIR)

@@ -459,6 +459,7 @@ class Generator:
         sampling: Sampling = Sampling(),
         stop_token_ids: Iterable[int] = (),
         on_token: Callable[[int], None] | None = None,
+        context: int | None = None,
     ) -> Generation:
         """Prefills `prompt`, then decodes until a stop token or `max_new_tokens`.
 
@@ -468,12 +469,24 @@ class Generator:
           sampling: greedy (default) or seeded temperature / top-k / top-p.
           stop_token_ids: tokens that end the generation (kept in the output).
           on_token: called with each new token as it is chosen (for streaming).
+          context: the cache length to run on (one of `signatures.contexts`);
+            default the shortest that holds the request. LiteRT-LM runs the
+            `decode` signature, the longest: pass `context_length` to measure
+            what it measures.
 
         Raises:
-          ValueError: see `check_request`.
+          ValueError: see `check_request`; a context the model lacks or one
+            too short for the request.
         """
         prompt = [int(t) for t in prompt]
-        context = self.check_request(prompt, max_new_tokens)
+        shortest = self.check_request(prompt, max_new_tokens)
+        if context is None:
+            context = shortest
+        elif context not in self.signatures.contexts or context < shortest:
+            raise ValueError(
+                f"context={context!r}: the model has caches of {sorted(self.signatures.contexts)} positions, and this "
+                f"request needs at least {shortest}."
+            )
         stops = {int(t) for t in stop_token_ids}
         sampler = Sampler(sampling)
         start = time.perf_counter()

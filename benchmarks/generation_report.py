@@ -5,7 +5,9 @@ variant and thread count) with prefill and decode tokens per second, time to
 first token, decode cost by cache fill, memory against what the model must
 hold, the roofline efficiency of a decode step and the window-recompute
 baseline; then the peers measured in the same run (llama.cpp, keras-hub's
-`generate`) with our decode speed as a ratio to theirs; and a plot of decode
+`generate`) with our decode speed as a ratio to theirs; LiteRT-LM's own
+benchmark on the same bundle beside the harness (`benchmarks.litertlm_bench`);
+and a plot of decode
 tokens per second against file size. A bench pack's results from a device
 (`run_pi.py`) get a table of the spread over the sweep's repeats, beside the
 host's decode speed for the same model, mode and thread count.
@@ -20,9 +22,10 @@ import pathlib
 import statistics
 from typing import Any
 
-from benchmarks import generation_bench, plots
+from benchmarks import generation_bench, litertlm_bench, plots
 
 _LLAMA_CPP_REFERENCE = "llama.cpp-Q8_0"
+_SCHEMAS = (generation_bench.SCHEMA, generation_bench.BASELINE_SCHEMA, litertlm_bench.SCHEMA)
 
 
 def load_generation_results(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -34,7 +37,7 @@ def load_generation_results(results_dir: str | os.PathLike) -> list[dict[str, An
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue  # report.load_results names broken files
-        if isinstance(data, dict) and data.get("schema") in (generation_bench.SCHEMA, generation_bench.BASELINE_SCHEMA):
+        if isinstance(data, dict) and data.get("schema") in _SCHEMAS:
             data["_path"] = str(path)
             found.append(data)
     return sorted(found, key=lambda result: result["created"])
@@ -65,10 +68,11 @@ def generation_section(
     items: list[dict[str, Any]], *, out: pathlib.Path, host: str, model: str, plot: bool = True
 ) -> str:
     """The markdown for one machine and model (and its plot beside `out`)."""
-    latest = _latest(items)
+    latest = _latest([item for item in items if item["schema"] != litertlm_bench.SCHEMA])
     ours = {key: item for key, item in latest.items() if item["schema"] == generation_bench.SCHEMA}
     peers = {key: item for key, item in latest.items() if item["schema"] == generation_bench.BASELINE_SCHEMA}
-    if not ours and not peers:
+    fidelity = _latest([item for item in items if item["schema"] == litertlm_bench.SCHEMA])
+    if not ours and not peers and not fidelity:
         return ""
     lengths = sorted({length for item in ours.values() for length in item["prefill_tokens_per_second"]}, key=int)
     reference = {
@@ -108,6 +112,8 @@ def generation_section(
             + ("–" if not window or not full_step else f"{full_step / window:.3f}")
             + f" | {rss:.2f}x ({above:.2f}x above start) | {100 * item['roofline']['efficiency']:.0f} % |"
         )
+    if not ours:
+        lines = lines[:1]  # no model of ours measured: the peers' and LiteRT-LM's tables only
     baseline_rows = []
     for (variant, threads), item in sorted(ours.items()):
         if item.get("window_forward_ms"):
@@ -127,6 +133,8 @@ def generation_section(
             "| --- | ---: | --- | ---: | --- |",
             *baseline_rows,
         ]
+    if fidelity:
+        lines += ["", *_fidelity_table(fidelity)]
     text = "\n".join(lines) + "\n"
     if plot and ours:
         image = out.with_name(f"{model}_{host}_generation.png")
@@ -209,6 +217,28 @@ def device_generation_table(device_items: list[dict[str, Any]], host_items: list
             + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _fidelity_table(fidelity: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
+    rows = [
+        f"LiteRT-LM's own benchmark (`litert_lm.Benchmark`) on each `.litertlm` bundle, and the harness on the model "
+        f"inside it with the same signatures (context of `decode`), prompt and decode lengths, runs alternating; "
+        f"the harness's decode speed should be within {100 * litertlm_bench.AGREEMENT:.0f} % of LiteRT-LM's:",
+        "",
+        "| bundle | threads | context | LiteRT-LM pp / tg | harness pp / tg | harness / LiteRT-LM tg | pp |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (variant, threads), item in sorted(fidelity.items()):
+        speeds = [
+            f"{run['prefill_tokens_per_second']['median']:.0f} / {run['decode_tokens_per_second']['median']:.1f}"
+            for run in (item["litert_lm"], item["harness"])
+        ]
+        outside = "" if item["decode_within"] else " (outside)"
+        rows.append(
+            f"| {variant} | {threads} | {item['model']['context']} | {speeds[0]} | {speeds[1]} | "
+            f"{item['decode_ratio']:.2f}{outside} | {item['prefill_ratio']:.2f} |"
+        )
+    return rows
 
 
 def generation_sections(results: list[dict[str, Any]], *, out: pathlib.Path, plot: bool = True) -> list[str]:

@@ -9,7 +9,10 @@ measures each in its own process with the device harness
 (`benchmarks.generation_bench`), keras-hub's `generate` on TensorFlow
 (`converter.cli.keras_generate`), and, for the built-in SmolLM2, llama.cpp
 on the same GGUF weights (built once from the llama-cpp-python sdist; Q8_0
-requantized from the shipped file, and Q4_0). `make report` renders it.
+requantized from the shipped file, and Q4_0), and LiteRT-LM's own benchmark on
+each mode's `.litertlm` bundle beside the harness on the same signatures
+(`benchmarks.litertlm_bench`; bundles written first when missing). `make
+report` renders it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ def _define_flags() -> None:
         flags.DEFINE_boolean,
         True,
         "Also measure llama.cpp on the same GGUF weights (smollm2-135m; built once, about 15 minutes).",
+    )
+    cli_flags.define(
+        "litertlm",
+        flags.DEFINE_boolean,
+        True,
+        "Also run LiteRT-LM's benchmark on each mode's .litertlm bundle beside the harness (written when missing).",
     )
     cli_flags.define("repeats", flags.DEFINE_integer, 3, "Repeats of each measurement.", lower_bound=1)
     cli_flags.define("new_tokens", flags.DEFINE_integer, 128, "tg<N>: tokens generated.", lower_bound=1)
@@ -104,6 +113,28 @@ def main(argv: list[str]) -> int:
                         f"--results_dir={value.results_dir}",
                         f"--repeats={value.repeats}",
                         f"--new_tokens={value.new_tokens}",
+                    ],
+                )
+            if value.litertlm:
+                bundle = generate.with_name(f"{name}_{mode}.litertlm")
+                if not bundle.is_file():
+                    _run(
+                        f"writing {bundle.name}",
+                        [python, "-m", "converter.cli.litertlm", *common, f"--mode={mode}", f"--out={bundle}"],
+                    )
+                _run(
+                    f"LiteRT-LM's benchmark and the harness on {bundle.name}",
+                    [
+                        python,
+                        "-m",
+                        "benchmarks.litertlm_bench",
+                        f"--bundle={bundle}",
+                        f"--threads={','.join(map(str, threads))}",
+                        f"--name={name}",
+                        f"--variant={mode}",
+                        f"--runs={value.repeats}",
+                        f"--decode_tokens={value.new_tokens}",
+                        f"--results_dir={value.results_dir}",
                     ],
                 )
         if value.keras:

@@ -125,6 +125,7 @@ class GgufTokenizer:
       eos_token_id: End-of-text id.
       pad_token_id: Padding id, or None.
       add_bos_token: Whether prompts start with the bos token.
+      chat_template: The Jinja chat template (`tokenizer.chat_template`), or None.
     """
 
     tokens: tuple[str, ...] = dataclasses.field(repr=False)
@@ -134,6 +135,7 @@ class GgufTokenizer:
     eos_token_id: int
     pad_token_id: int | None
     add_bos_token: bool
+    chat_template: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,7 +389,15 @@ def _read_tokenizer(reader, path: pathlib.Path, config: LlamaConfig) -> GgufToke
         eos_token_id=token_id("eos_token_id"),
         pad_token_id=token_id("padding_token_id", None),
         add_bos_token=bool(_field(reader, path, "tokenizer.ggml.add_bos_token", default=False)),
+        chat_template=_field(reader, path, "tokenizer.chat_template", default=None),
     )
+
+
+def read_chat_template(path: str | os.PathLike) -> str | None:
+    """The Jinja chat template a GGUF file carries (`tokenizer.chat_template`), None if it has none."""
+    path = pathlib.Path(path)
+    template = _field(_open_reader(path), path, "tokenizer.chat_template", default=None)
+    return str(template) if template else None
 
 
 def _dequantize(gguf, tensor, path: pathlib.Path, shape: tuple[int, ...]) -> np.ndarray:

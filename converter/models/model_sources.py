@@ -238,3 +238,17 @@ def load_tokenizer(model: str | os.PathLike, *, build_dir: str | os.PathLike = "
             warnings.simplefilter("ignore", ResourceWarning)
             return keras_hub.tokenizers.Tokenizer.from_preset(str(folder))
     return load_model(text, build_dir=build_dir).tokenizer
+
+
+def chat_template(model: str | os.PathLike, *, build_dir: str | os.PathLike = "build") -> str | None:
+    """The model's Jinja chat template where its source carries one, else None.
+
+    The built-in smollm2-135m's GGUF file has SmolLM2-Instruct's (ChatML);
+    keras-hub presets and `.keras` files store none (pass one to
+    `export_litertlm(..., chat_template=...)` yourself).
+    """
+    if os.fspath(model) == smollm2.SMOLLM2:
+        from converter.models import gguf_llama  # pylint: disable=import-outside-toplevel
+
+        return gguf_llama.read_chat_template(smollm2.find_gguf(build_dir=build_dir, progress=False))
+    return None
