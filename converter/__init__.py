@@ -26,6 +26,8 @@ _EXPORTS = {
     "AndroidExport": "converter.deploy.android_export",
     "DeviceTokenizerExport": "converter.deploy",
     "export_device_tokenizer": "converter.deploy",
+    "LitertLmBundle": "converter.deploy",
+    "export_litertlm": "converter.deploy",
     "GenerationSettings": "converter.core.generation",
     "export_android": "converter.deploy.android_export",
     "AutoResult": "converter.tools.auto",
@@ -66,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers only
         parse_mode,
     )
     from converter.core.generation import GenerationSettings  # noqa: F401
-    from converter.deploy import DeviceTokenizerExport, export_device_tokenizer  # noqa: F401
+    from converter.deploy import DeviceTokenizerExport, LitertLmBundle, export_device_tokenizer, export_litertlm  # noqa: F401
     from converter.deploy.android_export import AndroidExport, export_android  # noqa: F401
     from converter.models import BUILTIN_MODELS, DEFAULT_MODEL, LoadedModel, load_model  # noqa: F401
     from converter.passes import keep_in_float, smoothed  # noqa: F401
