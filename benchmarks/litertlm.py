@@ -1,7 +1,7 @@
 """LiteRT-LM's engine on a `.litertlm` bundle: checked by hash first, then greedy replies and its own benchmark.
 
 Device side: `litert_lm` (the `litert-lm-api` wheel, which carries its own
-LiteRT) and the standard library; no TensorFlow, no Keras. A bundle written by
+LiteRT), the standard library and `converter.common`; no TensorFlow, no Keras. A bundle written by
 `converter.deploy.export_litertlm` has a record beside it,
 `<bundle>.litertlm.json` (`RECORD_SCHEMA`): its size and sha256, the
 generation model and tokenizer inside, and the LLM metadata. `verify_bundle`
@@ -16,7 +16,6 @@ inside the engine.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -24,6 +23,8 @@ import pathlib
 import statistics
 from collections.abc import Callable
 from typing import Any
+
+from converter.common import files
 
 RECORD_SCHEMA = "keras-lm-litert/litertlm-bundle/1"
 BUNDLE_SUFFIX = ".litertlm"
@@ -40,14 +41,6 @@ def record_path(bundle: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(bundle)
     stem = path.name[: -len(BUNDLE_SUFFIX)] if path.name.endswith(BUNDLE_SUFFIX) else path.name
     return path.with_name(stem + RECORD_SUFFIX)
-
-
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_bundle(bundle: str | os.PathLike) -> dict[str, Any]:
@@ -79,7 +72,7 @@ def verify_bundle(bundle: str | os.PathLike) -> dict[str, Any]:
             f"{path.name} has {size} bytes where its record says {record['size_bytes']}: a truncated or partial "
             "copy. Copy it again (or write it again with `make litertlm OVERWRITE=1`)."
         )
-    if _sha256(path) != record["sha256"]:
+    if files.sha256_of(path) != record["sha256"]:
         raise BundleIntegrityError(
             f"{path.name} does not match the sha256 its record holds: the file was altered or damaged. Copy it "
             "again (or write it again with `make litertlm OVERWRITE=1`)."
@@ -243,7 +236,8 @@ class EngineBenchmark:
         return dataclasses.asdict(self)
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median, min, max and the values themselves, as the result files keep them."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
@@ -300,8 +294,8 @@ def benchmark(
         prefill_tokens=infos[-1].last_prefill_token_count,
         decode_tokens=infos[-1].last_decode_token_count,
         runs=runs,
-        prefill_tokens_per_second=_spread([i.last_prefill_tokens_per_second for i in infos]),
-        decode_tokens_per_second=_spread([i.last_decode_tokens_per_second for i in infos]),
-        time_to_first_token_ms=_spread([1000 * i.time_to_first_token_in_second for i in infos]),
-        init_seconds=_spread([i.init_time_in_second for i in infos]),
+        prefill_tokens_per_second=spread([i.last_prefill_tokens_per_second for i in infos]),
+        decode_tokens_per_second=spread([i.last_decode_tokens_per_second for i in infos]),
+        time_to_first_token_ms=spread([1000 * i.time_to_first_token_in_second for i in infos]),
+        init_seconds=spread([i.init_time_in_second for i in infos]),
     )

@@ -20,8 +20,6 @@ import datetime
 import json
 import os
 import pathlib
-import statistics
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -88,10 +86,6 @@ class LitertLmFidelity:
         )
 
 
-def _spread(values: Sequence[float]) -> dict[str, Any]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": list(values)}
-
-
 def compare(
     bundle: str | os.PathLike,
     *,
@@ -140,15 +134,15 @@ def compare(
     engine = {
         **engine_runs[-1].to_dict(),
         "runs": runs,
-        "prefill_tokens_per_second": _spread(pick("prefill_tokens_per_second")),
-        "decode_tokens_per_second": _spread(pick("decode_tokens_per_second")),
-        "time_to_first_token_ms": _spread(pick("time_to_first_token_ms")),
-        "init_seconds": _spread(pick("init_seconds")),
+        "prefill_tokens_per_second": litertlm.spread(pick("prefill_tokens_per_second")),
+        "decode_tokens_per_second": litertlm.spread(pick("decode_tokens_per_second")),
+        "time_to_first_token_ms": litertlm.spread(pick("time_to_first_token_ms")),
+        "init_seconds": litertlm.spread(pick("init_seconds")),
     }
     harness = {
-        "prefill_tokens_per_second": _spread([r.prefill_tokens_per_second for r in runs_ours]),
-        "decode_tokens_per_second": _spread([r.decode_tokens_per_second for r in runs_ours]),
-        "time_to_first_token_ms": _spread([1000 * r.first_token_seconds for r in runs_ours]),
+        "prefill_tokens_per_second": litertlm.spread([r.prefill_tokens_per_second for r in runs_ours]),
+        "decode_tokens_per_second": litertlm.spread([r.decode_tokens_per_second for r in runs_ours]),
+        "time_to_first_token_ms": litertlm.spread([1000 * r.first_token_seconds for r in runs_ours]),
         "context": context,
         "binding": generator.binding.value,
     }

@@ -9,30 +9,13 @@ import converter
 from benchmarks import generation, generation_bench
 from converter.core.generation import GenerationSettings
 
-from helpers import tiny_gpt2_causal_lm, tiny_llama_causal_lm
+from helpers import peaked, tiny_gpt2_causal_lm, tiny_llama_causal_lm
 
 VOCABULARY = 512
 SETTINGS = GenerationSettings(context_length=96, prefill_lengths=(8, 32), smaller_contexts=(48,))
 # fp32 cache path against the full window: float reassociation only (measured about 1e-5 on logits of
 # magnitude up to 10 on these models, on AVX-512 and AVX2 alike: the same kernels' summation order).
 FP32_LOGIT_TOLERANCE = 1e-4
-
-
-def _peaked(model, seed=0):
-    """Weights that give clear next-token margins, so greedy text is not a run of ties."""
-    rng = np.random.default_rng(seed)
-    for variable in model.backbone.weights:
-        shape, path = tuple(variable.shape), variable.path
-        if "embedding" in path:
-            value = rng.normal(0, 0.5, shape)
-        elif "gamma" in path or "scale" in path:
-            value = 1.0 + rng.normal(0, 0.1, shape)
-        elif "beta" in path or "bias" in path:
-            value = rng.normal(0, 0.02, shape)
-        else:
-            value = rng.normal(0, 0.08, shape)
-        variable.assign(value.astype(np.float32))
-    return model
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
@@ -43,8 +26,8 @@ def family(request):
 @pytest.fixture(scope="module")
 def model(family):
     if family == "gpt2":
-        return _peaked(tiny_gpt2_causal_lm(hidden_dim=64, max_sequence_length=128))
-    return _peaked(tiny_llama_causal_lm())
+        return peaked(tiny_gpt2_causal_lm(hidden_dim=64, max_sequence_length=128))
+    return peaked(tiny_llama_causal_lm())
 
 
 @pytest.fixture(scope="module")
@@ -300,9 +283,9 @@ def test_text_in_and_out_through_the_exported_tokenizer(family, tmp_path):
     tokenizer = tiny_tokenizer()
     size = tokenizer.vocabulary_size()
     if family == "gpt2":
-        model = _peaked(tiny_gpt2_causal_lm(hidden_dim=64, max_sequence_length=128, vocabulary_size=size))
+        model = peaked(tiny_gpt2_causal_lm(hidden_dim=64, max_sequence_length=128, vocabulary_size=size))
     else:
-        model = _peaked(tiny_llama_causal_lm(vocabulary_size=size))
+        model = peaked(tiny_llama_causal_lm(vocabulary_size=size))
     path = tmp_path / f"{family}_generate.tflite"
     converter.convert_keras(model, "fp32", generation=SETTINGS, output_path=path, progress=False)
     device_tokenizer.export_device_tokenizer(tokenizer, name=path.stem).save(tmp_path)

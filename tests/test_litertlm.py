@@ -14,29 +14,12 @@ from benchmarks import generation, generation_report, litertlm, litertlm_bench, 
 from converter.core.generation import GenerationSettings
 from converter.deploy import device_tokenizer, litertlm_bundle
 
-from helpers import tiny_gpt2_causal_lm, tiny_llama_causal_lm
+from helpers import peaked, tiny_gpt2_causal_lm, tiny_llama_causal_lm
 
 SETTINGS = GenerationSettings(context_length=96, prefill_lengths=(8, 32), smaller_contexts=(48,))
 PROMPT = "The for statement is used to"
 STEPS = 16
 SMOLLM2_PROMPT = "The capital of France is"
-
-
-def _peaked(model, seed=0):
-    """Weights with clear next-token margins, so greedy text is not a run of near-ties."""
-    rng = np.random.default_rng(seed)
-    for variable in model.backbone.weights:
-        shape, path = tuple(variable.shape), variable.path
-        if "embedding" in path:
-            value = rng.normal(0, 0.5, shape)
-        elif "gamma" in path or "scale" in path:
-            value = 1.0 + rng.normal(0, 0.1, shape)
-        elif "beta" in path or "bias" in path:
-            value = rng.normal(0, 0.02, shape)
-        else:
-            value = rng.normal(0, 0.08, shape)
-        variable.assign(value.astype(np.float32))
-    return model
 
 
 def _tokenizer(kind):
@@ -78,7 +61,7 @@ def _bundle(family, kind, factory):
             model = tiny_gpt2_causal_lm(hidden_dim=64, max_sequence_length=128, vocabulary_size=size)
         else:
             model = tiny_llama_causal_lm(vocabulary_size=size)
-        _peaked(model, seed=_SEEDS[family, kind])
+        peaked(model, seed=_SEEDS[family, kind])
         folder = factory.mktemp(f"litertlm_{family}_{kind}")
         path = folder / "tiny_fp32_generate.tflite"
         converter.convert_keras(model, "fp32", generation=SETTINGS, output_path=path, progress=False)
