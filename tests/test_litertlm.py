@@ -177,6 +177,13 @@ def test_the_fidelity_benchmark_measures_both_on_the_same_signatures_and_the_rep
     assert "LiteRT-LM's own benchmark" in section and "| tiny_fp32 | 1 | 96 |" in section
     with pytest.raises(ValueError, match="do not fit the bundle's 96 tokens"):
         litertlm.benchmark(record.path, prefill_tokens=90, decode_tokens=10)
+    # LiteRT-LM keeps packed weights beside the bundle; writing the bundle again removes the stale ones.
+    copy = tmp_path / "again" / "tiny.litertlm"
+    litertlm_bundle.export_litertlm(path, out=copy)
+    litertlm.benchmark(copy, prefill_tokens=8, decode_tokens=4, runs=1)
+    assert len(list(copy.parent.glob("tiny.litertlm_*.xnnpack_cache"))) == 1
+    litertlm_bundle.export_litertlm(path, out=copy, overwrite=True)
+    assert not list(copy.parent.glob("*.xnnpack_cache")) and litertlm.verify_bundle(copy)
 
 
 def test_the_cli_bundles_a_generation_model_and_refuses_a_fixed_window_one(llama_bundle, converted_tiny_lm, tmp_path):

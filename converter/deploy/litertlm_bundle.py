@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import glob
 import importlib.metadata
 import json
 import os
@@ -314,4 +315,8 @@ def export_litertlm(
     except BaseException:
         bundle.unlink(missing_ok=True)  # a bundle without its record cannot be loaded: leave neither
         raise
+    # LiteRT-LM names its packed-weight caches after the bundle's mtime and size: those of a replaced
+    # bundle are never read again (hundreds of MB each).
+    for stale in bundle.parent.glob(f"{glob.escape(bundle.name)}_*.xnnpack_cache"):
+        stale.unlink(missing_ok=True)
     return record
