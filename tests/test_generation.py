@@ -300,3 +300,45 @@ def test_text_in_and_out_through_the_exported_tokenizer(family, tmp_path):
     assert reply.text == "".join(streamed) == tokenizer.detokenize(np.asarray(expected.tokens))
     with pytest.raises(FileNotFoundError, match="No tokenizer at .* `make convert GENERATE=1`"):
         generation.generate_text(path, prompt, tokenizer=tmp_path / "missing.tokenizer_spec.json")
+
+
+@pytest.mark.large
+def test_the_generate_cli_converts_a_missing_model_then_prints_the_reply_and_speeds(tmp_path):
+    import subprocess
+    import sys
+
+    import keras
+    import keras_hub
+
+    from helpers import tiny_tokenizer
+
+    keras.utils.set_random_seed(0)
+    tokenizer = tiny_tokenizer()
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=64,
+    )
+    preset = tmp_path / "gen-preset"
+    backbone.save_to_preset(str(preset))
+    tokenizer.save_to_preset(str(preset))
+    command = [sys.executable, "-m", "converter.cli.generate", f"--model={preset}", f"--build_dir={tmp_path}"]
+    prompt = "The for statement"
+    completed = subprocess.run(
+        [*command, "--mode=fp32", f"--prompt={prompt}", "--max_new_tokens=4", "--context_length=32"],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    # The conversion's one-line summary comes first, then the prompt with its continuation, then the speeds.
+    assert (
+        f"\n{prompt}" in completed.stdout and "[generate] gen-preset_fp32_generate.tflite: prompt" in completed.stdout
+    )
+    assert (tmp_path / "gen-preset" / "gen-preset_fp32_generate.tokenizer_spec.json").is_file()
+    refused = subprocess.run(
+        [*command, "--mode=fp32", "--prompt=x", "--max_new_tokens=40"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "but the model's context holds 32" in refused.stderr

@@ -63,18 +63,13 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # pylint: disable=import-outside-toplevel
     from benchmarks import generation
-    from converter.core import results
-    from converter.models import model_sources
 
     value = flags.FLAGS
     try:
         sampling = generation.Sampling(
             temperature=value.temperature, top_k=value.top_k, top_p=value.top_p, seed=value.seed
         )
-        name = model_sources.default_name(value.model)
-        path = results.default_output_path(name, f"{value.mode}_generate", build_dir=value.build_dir)
-        if value.model not in model_sources.BUILTIN_MODELS:
-            model_sources.check_model_path(value.model)
+        path = missing.generation_model_path(value.model, value.mode, build_dir=value.build_dir)
         missing.convert_if_missing(
             path,
             value.model,

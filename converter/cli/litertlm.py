@@ -53,7 +53,6 @@ def main(argv: list[str]) -> int:
     cli_flags.refuse_arguments(argv)
     # pylint: disable=import-outside-toplevel
     from benchmarks import generation, litertlm
-    from converter.core import results
     from converter.deploy import litertlm_bundle
     from converter.models import model_sources
 
@@ -72,10 +71,7 @@ def main(argv: list[str]) -> int:
         if value.tflite:
             path = pathlib.Path(value.tflite)
         else:
-            if value.model not in model_sources.BUILTIN_MODELS:
-                model_sources.check_model_path(value.model)
-            name = model_sources.default_name(value.model)
-            path = results.default_output_path(name, f"{value.mode}_generate", build_dir=value.build_dir)
+            path = missing.generation_model_path(value.model, value.mode, build_dir=value.build_dir)
         out = pathlib.Path(value.out) if value.out else litertlm_bundle.default_bundle_path(path)
         if not value.overwrite:
             files.refuse_existing([out, litertlm.record_path(out)], overwrite=False)

@@ -81,3 +81,18 @@ def convert_if_missing(
     if completed.returncode != 0:
         raise RuntimeError(f"Converting {path.name} failed (exit {completed.returncode}): {' '.join(command)}")
     return True
+
+
+def generation_model_path(model: str, mode: str, *, build_dir: str | os.PathLike) -> pathlib.Path:
+    """`<build_dir>/<model>/<model>_<mode>_generate.tflite` for a built-in name or a model path (checked first).
+
+    Raises:
+      ValueError, FileNotFoundError: a model path that is not a `.keras` file or a preset folder.
+    """
+    # pylint: disable=import-outside-toplevel
+    from converter.core import results
+    from converter.models import model_sources
+
+    if model not in model_sources.BUILTIN_MODELS:
+        model_sources.check_model_path(model)
+    return results.default_output_path(model_sources.default_name(model), f"{mode}_generate", build_dir=build_dir)
