@@ -98,3 +98,23 @@ def peaked(model, seed=0):
             value = rng.normal(0, 0.08, shape)
         variable.assign(value.astype(np.float32))
     return model
+
+
+def tiny_gpt2_preset(folder, *, max_sequence_length: int = 32):
+    """A keras-hub preset folder: a one-layer GPT-2 backbone (seed 0) and `tiny_tokenizer()`; returns the folder."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    tokenizer = tiny_tokenizer()
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=max_sequence_length,
+    )
+    backbone.save_to_preset(str(folder))
+    tokenizer.save_to_preset(str(folder))
+    return folder

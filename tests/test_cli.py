@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from helpers import tiny_tokenizer
+from helpers import tiny_gpt2_preset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -18,23 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def preset(tmp_path_factory):
     """A keras-hub preset folder with a GPT-2 backbone and its own tokenizer."""
-    import keras
-    import keras_hub
-
-    keras.utils.set_random_seed(0)
-    tokenizer = tiny_tokenizer()
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-        max_sequence_length=32,
-    )
-    folder = tmp_path_factory.mktemp("presets") / "tiny-preset"
-    backbone.save_to_preset(str(folder))
-    tokenizer.save_to_preset(str(folder))
-    return folder
+    return tiny_gpt2_preset(tmp_path_factory.mktemp("presets") / "tiny-preset")
 
 
 def _run(command, **kwargs):

@@ -307,24 +307,9 @@ def test_the_generate_cli_converts_a_missing_model_then_prints_the_reply_and_spe
     import subprocess
     import sys
 
-    import keras
-    import keras_hub
+    from helpers import tiny_gpt2_preset
 
-    from helpers import tiny_tokenizer
-
-    keras.utils.set_random_seed(0)
-    tokenizer = tiny_tokenizer()
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-        max_sequence_length=64,
-    )
-    preset = tmp_path / "gen-preset"
-    backbone.save_to_preset(str(preset))
-    tokenizer.save_to_preset(str(preset))
+    preset = tiny_gpt2_preset(tmp_path / "gen-preset", max_sequence_length=64)
     command = [sys.executable, "-m", "converter.cli.generate", f"--model={preset}", f"--build_dir={tmp_path}"]
     prompt = "The for statement"
     completed = subprocess.run(

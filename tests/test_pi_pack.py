@@ -420,24 +420,9 @@ def test_missing_mode_existing_pack_and_cli_errors(converted_tiny_lm, pack, tmp_
 
 @pytest.mark.large
 def test_make_pi_pack_converts_what_is_missing_and_packs_it(tmp_path):
-    import keras
-    import keras_hub
+    from helpers import tiny_gpt2_preset
 
-    from helpers import tiny_tokenizer
-
-    keras.utils.set_random_seed(0)
-    tokenizer = tiny_tokenizer()
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-        max_sequence_length=32,
-    )
-    preset = tmp_path / "pi-preset"
-    backbone.save_to_preset(str(preset))
-    tokenizer.save_to_preset(str(preset))
+    preset = tiny_gpt2_preset(tmp_path / "pi-preset")
     build = tmp_path / "build"
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     generation = ["GENERATE=1", "GEN_MODES=dynamic", "CONTEXT=32"]
