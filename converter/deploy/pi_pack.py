@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import io
 import json
 import os
@@ -267,10 +266,6 @@ def _pinned(package: str) -> str:
     raise ValueError(f"{REQUIREMENTS} pins no {package}.")
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _add(tar: tarfile.TarFile, name: str, data: bytes, *, mtime: int, executable: bool = False) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -368,7 +363,7 @@ def build_pack(
             {
                 "mode": entry["mode"],
                 "path": relative,
-                "sha256": _sha256(data),
+                "sha256": file_io.sha256_bytes(data),
                 "size_bytes": len(data),
                 "compatibility": {v.label: v.verdict.value for v in report.verdicts},
             }
@@ -392,7 +387,7 @@ def build_pack(
             {
                 "mode": entry["mode"],
                 "path": relative,
-                "sha256": _sha256(data),
+                "sha256": file_io.sha256_bytes(data),
                 "size_bytes": len(data),
                 "context_length": entry["context_length"],
                 "tokenizer": f"models/{entry['tokenizer'][0].name}",
@@ -439,7 +434,7 @@ def build_pack(
         "prompt": prompt if generation_entries else None,
         "reference": reference,
         "evaluation": windows_name,
-        "evaluation_sha256": _sha256(contents[windows_name]),
+        "evaluation_sha256": file_io.sha256_bytes(contents[windows_name]),
         "requirements": "requirements.txt",
         "compatibility_table": {"runtimes": table_runtimes, "created": runtime_support.load_table().created},
         "built_with": {k: v for k, v in found[0]["facts"].get("versions", {}).items()},
@@ -467,7 +462,7 @@ def build_pack(
         prompt=prompt,
     ).encode()
     contents["MANIFEST.sha256"] = "".join(
-        f"{_sha256(data)}  {relative}\n" for relative, data in sorted(contents.items())
+        f"{file_io.sha256_bytes(data)}  {relative}\n" for relative, data in sorted(contents.items())
     ).encode()
 
     with file_io.atomic_output(tarball) as temporary:
