@@ -46,8 +46,8 @@ def test_a_step_that_does_not_apply_to_the_mode_is_refused_naming_step_and_reaso
         converter.Recipe("fp16", measured_ranges=True)
     with pytest.raises(ValueError, match="Unknown float choice 'nope'"):
         converter.Recipe("int8", keep_float=("nope",))
-    with pytest.raises(ValueError, match="Unknown mode 'int4'"):
-        converter.Recipe("int4")
+    with pytest.raises(ValueError, match="Unknown mode 'int3'"):
+        converter.Recipe("int3")
     with pytest.raises(ValueError, match="num_calibration_samples must be at least 1"):
         converter.Recipe("int8", calibration=converter.CalibrationSettings(num_samples=0))
 
@@ -75,7 +75,21 @@ def test_json_round_trip_and_save_refuses_to_overwrite(tmp_path):
         converter.Recipe.load(tmp_path / "missing.json")
 
 
-@pytest.mark.parametrize("name", ["fp16", "dynamic", "int8", "int8-strict", "int8+attention+mlp", "int16x8+logits"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fp16",
+        "dynamic",
+        "int8",
+        "int8-strict",
+        "int8+attention+mlp",
+        "int16x8+logits",
+        "int4",
+        "int4-b32",
+        "int4-b64-rtn",
+        "int4-b32+attention+logits",
+    ],
+)
 def test_names_parse_back_to_the_same_recipe(name):
     recipe = converter.Recipe.parse(name)
     assert recipe.name == name and converter.Recipe.parse(recipe.name) == recipe

@@ -173,7 +173,7 @@ def _run_convert(values) -> tuple[str, str | None]:
 
     from converter.common import files
     from converter.core import calibration as calibration_lib
-    from converter.core import conversion, results
+    from converter.core import conversion, modes, results
     from converter.models import model_sources
 
     recipe = _recipe(values)
@@ -183,7 +183,9 @@ def _run_convert(values) -> tuple[str, str | None]:
 
         generation_lib.check_mode(recipe.mode)  # before the model is loaded
     name = model_sources.default_name(values.model.value)
-    variant = recipe.mode.value if values.recipe.value is None else recipe.name
+    # An int4 name carries its block size and method (int4-b32), so two int4 models never share a file.
+    named = values.recipe.value is not None or recipe.mode is modes.Mode.INT4
+    variant = recipe.name if named else recipe.mode.value
     if generation is not None:
         variant += "_generate"
     out = values.out.value or str(results.default_output_path(name, variant, build_dir=values.build_dir.value))
@@ -202,7 +204,7 @@ def _run_convert(values) -> tuple[str, str | None]:
     if generation is not None and values.seq_len.value is not None:
         raise ValueError("--seq_len is the fixed window's length; a generation model takes --context_length.")
     if calibration_lib.is_text_source(calibration):
-        if loaded.tokenizer is None and not recipe.mode.needs_calibration:
+        if loaded.tokenizer is None and not recipe.uses_calibration:
             # Without a tokenizer there are no windows to check against; fp32,
             # fp16 and dynamic need none (the check then uses random ids).
             calibration = None

@@ -17,6 +17,7 @@ from converter.core import modes
 from converter.core.recipe import DEFAULT_NUM_CALIBRATION_SAMPLES
 from converter.core.results import DEFAULT_BUILD_DIR
 from converter.models import DEFAULT_MODEL
+from converter.passes import int4
 
 AUTO = "auto"
 _HOLDERS: dict[str, Any] = {}
@@ -145,7 +146,9 @@ def calibration_flags() -> Group:
 
 
 def mode_flag(*, with_auto: bool, required: bool, help_text: str = "Conversion mode."):
-    choices = list(modes.MODE_NAMES) + ([AUTO] if with_auto else [])
+    # Blockwise int4 is a mode with its block size: --mode=int4-b32 (Recipe.parse).
+    blockwise = [f"int4-b{size}" for size in int4.BLOCK_SIZES if size]
+    choices = list(modes.MODE_NAMES) + blockwise + ([AUTO] if with_auto else [])
     holder = define("mode", flags.DEFINE_enum, None, choices, help_text)
     if required:
         flags.mark_flag_as_required("mode")

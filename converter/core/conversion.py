@@ -55,6 +55,13 @@ def preflight(
       ValueError, TypeError, FileExistsError, FileNotFoundError: as `convert_keras`.
     """
     mode = recipe.mode
+    if recipe.uses_calibration and not mode.needs_calibration and calibration is None:
+        raise ValueError(
+            f"Recipe {recipe.name} chooses int4 values by GPTQ on calibration windows and needs calibration "
+            "data: pass calibration='builtin' (the built-in corpus), a .txt or .jsonl file, a .npz of token "
+            f"windows or token ids (CLI: --calibration=...), or use {recipe.name.split('+')[0]}-rtn (round to "
+            "nearest, no calibration)."
+        )
     if mode.needs_calibration and calibration is None:
         raise ValueError(
             f"Mode {mode.value} calibrates activation ranges and needs calibration data. "
@@ -207,7 +214,7 @@ def convert_keras(
     input_names = [wrapping.TOKEN_IDS] + ([wrapping.PADDING_MASK] if padding_mask else [])
 
     windows, calibration_info = None, None
-    if recipe.mode.needs_calibration or calibration is not None:
+    if recipe.uses_calibration or calibration is not None:
         import representative_data  # pylint: disable=import-outside-toplevel
 
         windows, calibration_info = _calibration_windows(
@@ -478,6 +485,18 @@ def _convert(wrapped, recipe: Recipe, *, windows, input_names, progress: bool):
         unwrapped = graph_surgery.drop_negative_index_wrap(model_bytes)
         model_bytes = unwrapped.model
         changes.extend(unwrapped.changes)
+    if mode.converts_through_fp32:
+        count = recipe.calibration.num_samples
+        feeds = _feeds(windows, input_names, count) if recipe.uses_calibration else ()
+        quantized = rewriting.apply_weight_quantization(
+            model_bytes,
+            recipe,
+            feeds=feeds,
+            positions=list(windows.padding_mask[:count]) if feeds else None,
+            progress=progress,
+        )
+        model_bytes = quantized.model
+        changes.extend(quantized.changes)
     rewritten = rewriting.apply_post_calibration(model_bytes, recipe)
     return rewritten.model, changes + list(rewritten.changes)
 

@@ -17,6 +17,9 @@ class Mode(str, enum.Enum):
         token ids stay int32 and logits come out as float32.
       int16x8: int16 activations with int8 weights, calibrated; ops LiteRT
         cannot run in int16 stay float (listed in the report).
+      int4: int4 weights (per channel, or blockwise with the recipe's block
+        size), float activations quantized on the fly, written by
+        ai-edge-quantizer; GPTQ values from calibration windows by default.
     """
 
     FP32 = "fp32"
@@ -24,6 +27,7 @@ class Mode(str, enum.Enum):
     DYNAMIC = "dynamic"
     INT8 = "int8"
     INT16X8 = "int16x8"
+    INT4 = "int4"
 
     @property
     def needs_calibration(self) -> bool:
@@ -31,7 +35,12 @@ class Mode(str, enum.Enum):
 
     @property
     def quantizes_weights(self) -> bool:
-        return self in (Mode.DYNAMIC, Mode.INT8, Mode.INT16X8)
+        return self in (Mode.DYNAMIC, Mode.INT8, Mode.INT16X8, Mode.INT4)
+
+    @property
+    def converts_through_fp32(self) -> bool:
+        """The TF converter writes fp32 and a pass on the flatbuffer quantizes (int4: passes.int4)."""
+        return self is Mode.INT4
 
 
 MODE_NAMES = tuple(mode.value for mode in Mode)
@@ -80,7 +89,7 @@ def configure_converter(converter, mode: Mode, *, representative_dataset: Callab
 
     if mode.needs_calibration and representative_dataset is None:
         raise ValueError(f"Mode {mode.value} needs a representative dataset.")
-    if mode is Mode.FP32:
+    if mode is Mode.FP32 or mode.converts_through_fp32:
         return
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode is Mode.FP16:

@@ -13,7 +13,10 @@ the reason, before any conversion starts.
 
 Names (`Recipe.name`, `Recipe.parse`), as `auto` and the CLI write them:
 `int8` (the mode's defaults), `int8-strict` (nothing runs in float),
-`int8+attention+mlp_down` (the defaults plus these choices in float).
+`int8+attention+mlp_down` (the defaults plus these choices in float). Int4
+names carry the block size and method: `int4` (per-channel scales, GPTQ),
+`int4-b32` (blocks of 32 input channels), `int4-b32-rtn` (round to nearest),
+`int4-b32+attention+logits` (these groups' weights int8).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from converter.common import files
 from converter.core import modes
-from converter.passes import selective
+from converter.passes import int4, selective
 
 DEFAULT_NUM_CALIBRATION_SAMPLES = 64
 STRICT_SUFFIX = "-strict"
@@ -45,6 +49,9 @@ STEPS = {
 }
 _CALIBRATED_ONLY = ("measured_ranges", "bound_mask_fill", "float_residual_stream", "keep_float")
 _INT8_ONLY = ("symmetric_matmul",)
+# Int4 settings (passes.int4.Int4Options); None on other modes.
+_INT4_FIELDS = ("int4_block_size", "int4_method", "keep_int8")
+_INT4_NAME = re.compile(r"^int4(?:-b(?P<block>\d+))?(?P<rtn>-rtn)?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +96,12 @@ class Recipe:
         the norms' statistics run in float.
       symmetric_matmul: int8: attention BATCH_MATMUL operand B gets zero
         point 0, so XNNPACK runs it.
+      int4_block_size: int4: input channels per scale (32, 64, 128, 256),
+        or 0 (default) for one scale per output channel.
+      int4_method: int4: `gptq` (default; error-compensated values from
+        calibration windows) or `rtn` (round to nearest, no calibration).
+      keep_int8: int4: groups whose weights stay int8 (`attention`, `mlp`,
+        `mlp_down`, `logits`, `embedding`).
       calibration: calibration sample count and split seed.
     """
 
@@ -98,6 +111,9 @@ class Recipe:
     bound_mask_fill: bool | None = None
     float_residual_stream: bool | None = None
     symmetric_matmul: bool | None = None
+    int4_block_size: int | None = None
+    int4_method: str | None = None
+    keep_int8: tuple[str, ...] | None = None
     calibration: CalibrationSettings = CalibrationSettings()
 
     def __post_init__(self) -> None:
@@ -128,6 +144,42 @@ class Recipe:
                     f"Recipe step {step!r} ({STEPS[step]}) does not apply to mode {mode.value}: only int8 "
                     "activations need a zero point of 0 there (int16 ones have it already). Leave it unset."
                 )
+        self._settle_int4(mode)
+
+    def _settle_int4(self, mode: modes.Mode) -> None:
+        if mode is not modes.Mode.INT4:
+            given = [f for f in _INT4_FIELDS if getattr(self, f) not in (None, ())]
+            if given:
+                raise ValueError(
+                    f"Recipe field(s) {given} apply to mode int4 only, not {mode.value}. Leave them unset, or "
+                    "use mode int4."
+                )
+            for name in _INT4_FIELDS:
+                object.__setattr__(self, name, None)
+            return
+        keep = self.keep_int8
+        keep = tuple(keep.split(",")) if isinstance(keep, str) else tuple(keep or ())
+        options = int4.Int4Options(
+            block_size=0 if self.int4_block_size is None else self.int4_block_size,
+            method=self.int4_method or "gptq",
+            int8=tuple(dict.fromkeys(c.strip().lower() for c in keep if c.strip())),
+        )
+        object.__setattr__(self, "int4_block_size", options.block_size)
+        object.__setattr__(self, "int4_method", options.method)
+        object.__setattr__(self, "keep_int8", options.int8)
+
+    @property
+    def int4_options(self) -> int4.Int4Options | None:
+        """What `passes.int4` needs, for mode int4; None otherwise."""
+        if self.mode is not modes.Mode.INT4:
+            return None
+        return int4.Int4Options(block_size=self.int4_block_size, method=self.int4_method, int8=self.keep_int8)
+
+    @property
+    def uses_calibration(self) -> bool:
+        """Whether conversion reads calibration windows: calibrated activations, or GPTQ int4 values."""
+        options = self.int4_options
+        return self.mode.needs_calibration or (options is not None and options.needs_calibration)
 
     @classmethod
     def for_mode(cls, mode: str | modes.Mode, **overrides: Any) -> Recipe:
@@ -142,6 +194,10 @@ class Recipe:
     @property
     def name(self) -> str:
         """`int8`, `int8-strict` or `int8+attention+mlp_down`: the mode, then how it differs in float."""
+        if self.mode is modes.Mode.INT4:
+            head = "int4" + (f"-b{self.int4_block_size}" if self.int4_block_size else "")
+            head += "-rtn" if self.int4_method == "rtn" else ""
+            return "+".join([head, *self.keep_int8])
         if not self.mode.needs_calibration:
             return self.mode.value
         default = _mode_default(self.mode, "keep_float")
@@ -162,6 +218,15 @@ class Recipe:
             mode without quantized activations.
         """
         head, *choices = [part.strip() for part in str(text).split("+")]
+        int4_name = _INT4_NAME.match(head.lower())
+        if int4_name:
+            return cls(
+                modes.Mode.INT4,
+                int4_block_size=int(int4_name["block"] or 0),
+                int4_method="rtn" if int4_name["rtn"] else "gptq",
+                keep_int8=tuple(choices),
+                calibration=calibration or CalibrationSettings(),
+            )
         strict = head.endswith(STRICT_SUFFIX)
         mode = modes.parse_mode(head[: -len(STRICT_SUFFIX)] if strict else head)
         extra = selective.parse_choices(choices)
@@ -196,6 +261,7 @@ class Recipe:
             "bound_mask_fill": self.bound_mask_fill,
             "float_residual_stream": self.float_residual_stream,
             "symmetric_matmul": self.symmetric_matmul,
+            **{name: _listed(getattr(self, name)) for name in _INT4_FIELDS if getattr(self, name) is not None},
             "calibration": dataclasses.asdict(self.calibration),
         }
 
@@ -217,8 +283,9 @@ class Recipe:
         if "mode" not in data:
             raise ValueError("A recipe needs a mode (fp32, fp16, dynamic, int8 or int16x8).")
         values = {k: v for k, v in data.items() if k not in ("format", "name")}
-        if values.get("keep_float") is not None:
-            values["keep_float"] = tuple(values["keep_float"])
+        for name in ("keep_float", "keep_int8"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         if values.get("calibration") is not None:
             values["calibration"] = CalibrationSettings(**values["calibration"])
         else:
@@ -274,6 +341,10 @@ class Recipe:
         return files.write_atomically(path, self.to_json())
 
 
+def _listed(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
 def resolve_recipe(
     mode: str | modes.Mode | None,
     recipe: Recipe | str | os.PathLike | Mapping | None,
@@ -314,6 +385,12 @@ def resolve_recipe(
             num_samples=DEFAULT_NUM_CALIBRATION_SAMPLES if num_calibration_samples is None else num_calibration_samples,
             seed=0 if seed is None else seed,
         )
+        if isinstance(mode, str) and _INT4_NAME.match(mode.strip().lower().split("+")[0]):
+            # An int4 recipe name (`int4-b32`, `int4-b32+attention`) is a mode with its settings.
+            named = Recipe.parse(mode, calibration=calibration)
+            if keep_float is not None or measured_ranges or float_residual_stream or symmetric_matmul:
+                raise ValueError(f"{mode}: int4 has no quantized activations; the float/range switches do not apply.")
+            return named
         parsed = modes.parse_mode(mode)
         return Recipe(
             parsed,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from converter.core import modes
 from converter.core.recipe import Recipe
-from converter.passes import graph_surgery, selective, symmetric_operands
+from converter.passes import graph_surgery, int4, selective, symmetric_operands
 from converter.passes.result import SurgeryResult
 
 
@@ -45,3 +45,17 @@ def apply_post_calibration(model: bytes, recipe: Recipe) -> SurgeryResult:
         symmetric = symmetric_operands.symmetric_matmul_operands(model)
         model, changes = symmetric.model, changes + list(symmetric.changes)
     return SurgeryResult(model=bytes(model), changes=tuple(changes))
+
+
+def apply_weight_quantization(
+    model: bytes, recipe: Recipe, *, feeds=(), positions=None, signature: str | None = None, progress: bool = True
+) -> SurgeryResult:
+    """Quantizes the weights of an fp32 model the TF converter wrote, for modes that do it on the flatbuffer.
+
+    int4: `passes.int4.quantize` (embedding lookup, ai-edge-quantizer, GPTQ
+    values from `feeds`). Other modes: the model unchanged.
+    """
+    options = recipe.int4_options
+    if options is None:
+        return SurgeryResult(model=bytes(model), changes=())
+    return int4.quantize(model, options, feeds=feeds, positions=positions, signature=signature, progress=progress)

@@ -43,11 +43,11 @@ NAME_PREFIX = "name:"
 
 
 class _Graph:
-    """Producer and readers of every tensor of subgraph 0, and each op's type."""
+    """Producer and readers of every tensor of one subgraph (0 unless told), and each op's type."""
 
-    def __init__(self, model_object) -> None:
+    def __init__(self, model_object, subgraph_index: int = 0) -> None:
         self.model_object = model_object
-        subgraph = model_object.subgraphs[0]
+        subgraph = model_object.subgraphs[subgraph_index]
         self.subgraph = subgraph
         self.operators = subgraph.operators
         self.kinds = [inspection.op_type_name(model_object, op.opcodeIndex) for op in self.operators]
@@ -262,17 +262,18 @@ def parse_choices(choices: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(parsed)
 
 
-def select_ops(model_object, choices: Sequence[str]) -> dict[str, set[int]]:
-    """The ops of subgraph 0 that each choice selects (bridges excluded).
+def select_ops(model_object, choices: Sequence[str], *, subgraph: int = 0) -> dict[str, set[int]]:
+    """The ops of a subgraph that each choice selects (bridges excluded).
 
     Args:
-      model_object: a quantized model (`inspection.load_model_object`).
+      model_object: a model (`inspection.load_model_object`).
       choices: as returned by `parse_choices`.
+      subgraph: which subgraph (a generation model has one per signature).
 
     Returns:
       Choice -> op indices in execution order.
     """
-    graph = _Graph(model_object)
+    graph = _Graph(model_object, subgraph)
     selected: dict[str, set[int]] = {}
     for choice in parse_choices(choices):
         if choice in GROUPS:

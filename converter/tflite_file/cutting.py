@@ -47,6 +47,12 @@ def single_op_model(model_object, op_index: int) -> tuple[bytes, list[int]]:
             return index
         if index not in mapping:
             tensor = copy.copy(source.tensors[index])
+            quantization = tensor.quantization
+            if quantization is not None and quantization.detailsType == fb.QuantizationDetails.BlockwiseQuantization:
+                # Blockwise int4 scales live in a tensor of their own, which the cut model needs too.
+                tensor.quantization = copy.copy(quantization)
+                tensor.quantization.details = copy.copy(quantization.details)
+                tensor.quantization.details.scales = add(int(quantization.details.scales))
             buffer = model_object.buffers[tensor.buffer] if tensor.buffer > 0 else None
             if buffer is not None and buffer.data is not None and len(buffer.data) > 0:
                 kept = fb.BufferT()
