@@ -156,8 +156,12 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="GPTQ on calibration windows and needs calibration data.*int4-b32-rtn"):
         converter.convert_keras(model, "int4-b32", seq_len=SEQ_LEN, output_path=out, progress=False)
     # hidden 64: a block of 128 does not divide the q/k/v/gate/up inputs.
-    with pytest.raises(ValueError, match=r"block size 128 does not divide the 64 input channels of '.*'"):
+    with pytest.raises(ValueError, match=r"block size 128 does not divide the model's hidden_dim 64.*\(32, 64\)"):
         converter.convert_keras(model, "int4-b128-rtn", seq_len=SEQ_LEN, output_path=out, progress=False)
+    # A model without keras-hub's widths is checked on its fp32 flatbuffer, before ai-edge-quantizer runs.
+    fp32 = converter.convert_keras(model, "fp32", seq_len=SEQ_LEN, progress=False).model
+    with pytest.raises(ValueError, match=r"block size 128 does not divide the 64 input channels of '.*'"):
+        int4.quantize(fp32, int4.Int4Options(block_size=128, method="rtn"))
     assert list(tmp_path.iterdir()) == []
     broken = tmp_path / "broken.tflite"
     with pytest.raises(ValueError, match="Not a TFLite model"):
@@ -201,3 +205,50 @@ def test_a_tied_gpt2_table_is_solved_as_the_lm_head_it_also_is():
     assert [t.op for t in tensors] == ["FULLY_CONNECTED"] * 13
     assert result.op_histogram["EMBEDDING_LOOKUP"]["count"] == 1
     assert "13 weights" in " ".join(result.graph_changes)
+
+
+def test_generation_signatures_share_one_set_of_int4_weights_solved_on_a_prefill(llama, tmp_path):
+    from benchmarks import generation
+
+    model, windows, _, _, _ = llama
+    settings = converter.GenerationSettings(context_length=64)
+    path = tmp_path / "llama_int4-b32_generate.tflite"
+    gptq = converter.convert_keras(
+        model, "int4-b32", generation=settings, calibration=windows, output_path=path, progress=False
+    )
+    rtn = converter.convert_keras(model, "int4-b32-rtn", generation=settings, progress=False)
+    tensors = int4.int4_tensors(gptq.model)
+    # prefill_32 and decode read the same 15 int4 FULLY_CONNECTED buffers and the int4 table.
+    assert [t.op for t in tensors].count("FULLY_CONNECTED") == 15
+    assert all({s for s, _ in t.names} == {0, 1} for t in tensors), [t.names for t in tensors]
+    # Every FULLY_CONNECTED solved with a Hessian from the fixed-window model (a prefill's last layer and lm head
+    # see one position); only the token table, which has none, is rounded.
+    assert "15 weights (1 without a Hessian rounded)" in " ".join(gptq.graph_changes), gptq.graph_changes
+    assert gptq.check["rms_logit_error"] < rtn.check["rms_logit_error"]
+    reply = generation.Generator(path, threads=1).generate([1, 2, 3, 4], max_new_tokens=6)
+    assert len(reply.tokens) == 6
+
+
+def test_auto_measures_int4_recipes_and_picks_the_smallest_within_the_budget(llama):
+    from converter.tools import auto
+
+    model, windows, _, _, _ = llama
+    held_out = random_windows(num_windows=4, seed=9)
+    candidates = ["dynamic", "int4-b32", "int4-b64"]
+    loose = auto.auto_convert(
+        model,
+        max_ppl_increase="1000%",
+        calibration=windows,
+        evaluation=held_out,
+        candidates=candidates,
+        threads=1,
+        eval_windows=4,
+        seq_len=SEQ_LEN,
+        progress=False,
+    )
+    by_name = {t.name: t for t in loose.trials}
+    assert set(by_name) >= {"int4-b32", "int4-b64"} and by_name["int4-b64"].size_bytes < by_name["int4-b32"].size_bytes
+    assert loose.chosen == "int4-b64" and loose.recipe == converter.Recipe.parse("int4-b64")
+    # Each int4 candidate is its own conversion, measured on the held-out windows.
+    assert all(by_name[n].perplexity is not None and by_name[n].error is None for n in ("int4-b32", "int4-b64"))
+    assert by_name["int4-b32"].perplexity != by_name["int4-b64"].perplexity

@@ -155,6 +155,14 @@ def mode_flag(*, with_auto: bool, required: bool, help_text: str = "Conversion m
     return holder
 
 
+def generation_mode_flag():
+    """`--mode` of the commands that run a generation model (default dynamic): its modes, int4 by block size too."""
+    from converter.core import generation  # pylint: disable=import-outside-toplevel
+
+    names = [m.value for m in generation.SUPPORTED_MODES] + [f"int4-b{size}" for size in int4.BLOCK_SIZES if size]
+    return define("mode", flags.DEFINE_enum, "dynamic", names, "Mode of the generation model.")
+
+
 def modes_flag(*, help_text: str):
     return define("modes", flags.DEFINE_list, list(modes.MODE_NAMES), help_text)
 

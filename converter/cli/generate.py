@@ -23,7 +23,7 @@ from converter.common import progress
 
 def _define_flags() -> None:
     cli_flags.model_flags(with_seq_len=False)
-    cli_flags.define("mode", flags.DEFINE_enum, "dynamic", ["fp32", "fp16", "dynamic"], "Mode of the generation model.")
+    cli_flags.generation_mode_flag()
     cli_flags.define("prompt", flags.DEFINE_string, None, "The text to continue.", required=True)
     cli_flags.define("max_new_tokens", flags.DEFINE_integer, 64, "Most tokens to generate.", lower_bound=1)
     cli_flags.define("temperature", flags.DEFINE_float, 0.0, "0: greedy; above 0: sampling.", lower_bound=0.0)

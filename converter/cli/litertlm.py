@@ -28,7 +28,7 @@ from converter.common import files, progress
 
 def _define_flags() -> None:
     cli_flags.model_flags(with_seq_len=False)
-    cli_flags.define("mode", flags.DEFINE_enum, "dynamic", ["fp32", "fp16", "dynamic"], "Mode of the generation model.")
+    cli_flags.generation_mode_flag()
     cli_flags.define(
         "tflite", flags.DEFINE_string, None, "Bundle this generation .tflite (its tokenizer beside it) instead."
     )

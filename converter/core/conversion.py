@@ -23,7 +23,7 @@ from converter.core.results import (
     package_versions,
 )
 from converter.models import model_sources
-from converter.passes import calibration_ranges, graph_surgery
+from converter.passes import calibration_ranges, graph_surgery, int4
 from converter.tflite_file import inspection
 
 DEFAULT_SEQ_LEN = 128
@@ -79,6 +79,26 @@ def preflight(
         from converter.compat import runtime_support  # pylint: disable=import-outside-toplevel
 
         runtime_support.load_table().select([target_runtime])  # a runtime never probed is refused here
+
+
+def _check_int4_widths(model: Any, recipe: Recipe) -> None:
+    """Refuses an int4 block size that a keras-hub model's layer widths do not divide, before any tracing.
+
+    (Any other model is checked on its fp32 flatbuffer, before quantization: `passes.int4.check_block_size`.)
+    """
+    options = recipe.int4_options
+    backbone = getattr(model, "backbone", model)
+    if options is None or not options.block_size:
+        return
+    for attribute in ("hidden_dim", "intermediate_dim"):
+        width = getattr(backbone, attribute, None)
+        if isinstance(width, int) and width % options.block_size:
+            raise ValueError(
+                f"int4 block size {options.block_size} does not divide the model's {attribute} {width}, the input "
+                f"width of some of its FULLY_CONNECTED layers; pick one that does "
+                f"({', '.join(str(b) for b in int4.BLOCK_SIZES[1:] if width % b == 0) or 'none does'}), or "
+                "0 / mode int4 for per-channel scales."
+            )
 
 
 def resolve_seq_len(model: Any, seq_len: int | None) -> int:
@@ -197,6 +217,7 @@ def convert_keras(
     described = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name", type(model).__name__)
     progress_lib.log(_TAG, f"loading model {described}", enabled=progress)
     loaded = model_sources.load_model(model, name=name, build_dir=build_dir)
+    _check_int4_widths(loaded.model, recipe)
     if generation is not None:
         return _convert_for_generation(
             loaded,
@@ -346,8 +367,15 @@ def _convert_for_generation(
         f"(context {', '.join(map(str, settings.contexts))})",
         enabled=progress,
     )
+    changes = ["generation signatures: " + ", ".join(names)]
     with resources.track_resources() as usage:
         model_bytes = generation_lib.convert_generation(loaded.model, settings, recipe.mode)
+        if recipe.mode.converts_through_fp32:
+            quantized = _quantize_generation_weights(
+                model_bytes, recipe, settings, loaded, calibration=calibration, progress=progress
+            )
+            model_bytes = quantized.model
+            changes.extend(quantized.changes)
     progress_lib.log(
         _TAG, f"converted in {usage.seconds:.1f} s, peak RSS {usage.peak_rss_bytes / 2**20:.0f} MiB", enabled=progress
     )
@@ -363,7 +391,7 @@ def _convert_for_generation(
         vocabulary_size=shape.vocabulary_size,
         **model_fields(model_bytes, inspected),
         path=None,
-        graph_changes=("generation signatures: " + ", ".join(names),),
+        graph_changes=tuple(changes),
         check=check,
         conversion_seconds=round(usage.seconds, 3),
         peak_rss_bytes=usage.peak_rss_bytes,
@@ -382,6 +410,38 @@ def _convert_for_generation(
         overwrite=overwrite,
         progress=progress,
     )
+
+
+def _quantize_generation_weights(
+    model_bytes, recipe: Recipe, settings: GenerationSettings, loaded, *, calibration, progress: bool
+):
+    """Int4 weights for a generation model, GPTQ calibrated on the fixed-window model of the same weights.
+
+    A prefill signature computes its last layer and lm head on the last position only, too few rows for their
+    Hessians; the fp32 window model (converted here, weights byte for byte the same) gives every FULLY_CONNECTED
+    all positions.
+    """
+    if not recipe.uses_calibration:
+        return rewriting.apply_weight_quantization(model_bytes, recipe, progress=progress)
+    length = min(max(settings.prefill_lengths), DEFAULT_SEQ_LEN)
+    windows, _ = _calibration_windows(calibration, loaded, seq_len=length, recipe=recipe, progress=progress)
+    length = min(length, windows.seq_len)
+    progress_lib.log(_TAG, f"fp32 window model ({length} tokens) to measure the int4 Hessians on", enabled=progress)
+    window_model, _ = _convert(
+        wrapping.wrap_model(loaded.model, seq_len=length),
+        Recipe(modes.Mode.FP32),
+        windows=None,
+        input_names=[wrapping.TOKEN_IDS],
+        progress=False,
+    )
+    count = min(recipe.calibration.num_samples, windows.num_windows)
+    feeds = [{wrapping.TOKEN_IDS: ids[None]} for ids in windows.token_ids[:count, :length]]
+    measured = int4.capture_hessians(
+        window_model, feeds, positions=list(windows.padding_mask[:count, :length]), progress=progress
+    )
+    hessians = int4.transfer_hessians(window_model, measured, model_bytes)
+    del window_model
+    return rewriting.apply_weight_quantization(model_bytes, recipe, feeds=feeds, hessians=hessians, progress=progress)
 
 
 def _calibration_windows(calibration, loaded, *, seq_len: int, recipe: Recipe, progress: bool):

@@ -36,8 +36,9 @@ DEFAULT_SMALLER_CONTEXTS = (256,)
 DECODE = "decode"
 PREFILL = "prefill"
 TOKENS, INPUT_POS, LOGITS = "tokens", "input_pos", "logits"
-# Modes the generation signatures convert in. Calibrated modes need the passes to work per signature.
-SUPPORTED_MODES = (modes.Mode.FP32, modes.Mode.FP16, modes.Mode.DYNAMIC)
+# Modes the generation signatures convert in. Calibrated modes need the passes to work per signature;
+# int4 quantizes the shared weights once, GPTQ calibrated on a prefill signature.
+SUPPORTED_MODES = (modes.Mode.FP32, modes.Mode.FP16, modes.Mode.DYNAMIC, modes.Mode.INT4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +203,7 @@ def _concrete(decoder: CachedDecoder, length: int, name: str):
 
 
 def convert_generation(model: Any, settings: GenerationSettings, mode: modes.Mode) -> bytes:
-    """The generation `.tflite` of a keras-hub GPT-2 or Llama LM in `mode` (fp32, fp16 or dynamic).
+    """The generation `.tflite` of a keras-hub GPT-2 or Llama LM in `mode` (fp32, fp16 or dynamic; int4 as fp32).
 
     Raises:
       ValueError: see `check_generation`.

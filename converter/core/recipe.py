@@ -242,7 +242,8 @@ class Recipe:
 
     def calibration_key(self) -> tuple:
         """What the calibration itself depends on: recipes with equal keys share one calibrated model."""
-        return (self.mode, self.measured_ranges, self.bound_mask_fill, self.calibration)
+        int4_settings = (self.int4_block_size, self.int4_method, self.keep_int8)
+        return (self.mode, self.measured_ranges, self.bound_mask_fill, *int4_settings, self.calibration)
 
     def bare(self) -> Recipe:
         """This recipe without its post-calibration rewrites (what `auto` converts once per mode)."""

@@ -48,7 +48,14 @@ def apply_post_calibration(model: bytes, recipe: Recipe) -> SurgeryResult:
 
 
 def apply_weight_quantization(
-    model: bytes, recipe: Recipe, *, feeds=(), positions=None, signature: str | None = None, progress: bool = True
+    model: bytes,
+    recipe: Recipe,
+    *,
+    feeds=(),
+    positions=None,
+    signature: str | None = None,
+    hessians=None,
+    progress: bool = True,
 ) -> SurgeryResult:
     """Quantizes the weights of an fp32 model the TF converter wrote, for modes that do it on the flatbuffer.
 
@@ -58,4 +65,6 @@ def apply_weight_quantization(
     options = recipe.int4_options
     if options is None:
         return SurgeryResult(model=bytes(model), changes=())
-    return int4.quantize(model, options, feeds=feeds, positions=positions, signature=signature, progress=progress)
+    return int4.quantize(
+        model, options, feeds=feeds, positions=positions, signature=signature, hessians=hessians, progress=progress
+    )

@@ -44,6 +44,8 @@ INT8_CHOICES = ("attention", "mlp", "mlp_down", "logits", "embedding")
 _TAG = "int4"
 _CAPTURE_PREFIX = "int4_capture_"
 _CLIP_FACTORS = np.linspace(1.0, 0.6, 17)
+# Calibration rows per input channel below which a Hessian is not trusted (rank-deficient, GPTQ would fit noise).
+_MIN_ROWS_PER_CHANNEL = 2
 # Columns GPTQ updates together before it propagates the error to the rest
 # (the "lazy batch" of the paper): the same result, fewer large matmuls.
 _GPTQ_BATCH = 128
@@ -266,7 +268,7 @@ def capture_hessians(
     interpreter = litert.Interpreter(model_content=writing.pack(model_object), num_threads=num_threads)
     runner = interpreter.get_signature_runner(key)
     sums = {tensor: 0.0 for tensor in inputs}
-    rows = 0
+    rows = dict.fromkeys(inputs, 0)
     bar = progress_lib.progress_bar(
         list(enumerate(feeds)),
         tag=_TAG,
@@ -280,14 +282,42 @@ def capture_hessians(
         for tensor in inputs:
             x = outputs[f"{_CAPTURE_PREFIX}{tensor}"]
             x = x.reshape(-1, x.shape[-1]).astype(np.float64)
-            if keep is not None:
+            if keep is not None and len(keep) == len(x):
                 x = x[keep]
             sums[tensor] = sums[tensor] + x.T @ x
-        rows += int(x.shape[0])
-    if rows == 0:
-        raise ValueError("No calibration positions to measure the FULLY_CONNECTED inputs on.")
-    by_tensor = {tensor: (total / rows).astype(np.float32) for tensor, total in sums.items()}
-    return {buffer: by_tensor[tensor] for tensor, buffer, _ in weights.values()}
+            rows[tensor] += len(x)
+    # One array per input, shared by the weights that read it (apply_gptq solves those stacked).
+    by_tensor = {t: (sums[t] / rows[t]).astype(np.float32) for t in inputs if rows[t]}
+    # A prefill's lm head sees one row (the last position) per feed: too few to estimate an
+    # [in, in] Hessian, so that weight is left to rounding with clipped scales.
+    return {
+        buffer: by_tensor[tensor]
+        for tensor, buffer, shape in weights.values()
+        if rows[tensor] >= _MIN_ROWS_PER_CHANNEL * shape[-1]
+    }
+
+
+def transfer_hessians(source: bytes, hessians: Mapping[int, np.ndarray], target: bytes) -> dict[int, np.ndarray]:
+    """Hessians measured on `source` (keyed by its weight buffers), keyed by the buffers of `target` holding the same
+    float weights byte for byte (a generation model and the fixed-window model of one Keras model)."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+
+    def digests(model: bytes) -> dict[int, str]:
+        model_object = inspection.load_model_object(model)
+        return {
+            buffer: hashlib.sha256(bytes(model_object.buffers[buffer].data)).hexdigest()
+            for _, buffer, _ in fully_connected_weights(model_object).values()
+        }
+
+    by_digest = {digests_of: hessians[buffer] for buffer, digests_of in digests(source).items() if buffer in hessians}
+    target_object = inspection.load_model_object(target)
+    found = {}
+    for index in range(len(target_object.subgraphs)):
+        for _, buffer, _ in fully_connected_weights(target_object, subgraph=index).values():
+            digest = hashlib.sha256(bytes(target_object.buffers[buffer].data)).hexdigest()
+            if digest in by_digest:
+                found[buffer] = by_digest[digest]
+    return found
 
 
 # ---------------------------------------------------------------- int4 values
@@ -628,6 +658,7 @@ class GptqStats:
     """How close the GPTQ weights are to the float ones: means over all rewritten weights."""
 
     weights: int
+    rounded: int  # int4 weights without a Hessian (embedding tables, a prefill's lm head): clipped rounding
     relative_weight_error: float  # rms(W_q - W) / rms(W)
     relative_output_error: float  # E H E^T / W H W^T: the error of the layer's output on calibration inputs
     seconds: float
@@ -704,6 +735,7 @@ def apply_gptq(
         write_int4(patched, tensor, values.astype(np.int8), scales)
     stats = GptqStats(
         weights=sum(len(m) for m in groups.values()),
+        rounded=len(tables),
         relative_weight_error=round(float(np.mean(weight_errors)), 5) if weight_errors else 0.0,
         relative_output_error=round(float(np.mean(output_errors)), 6) if output_errors else 0.0,
         seconds=round(time.perf_counter() - started, 1),
@@ -718,6 +750,7 @@ def quantize(
     feeds: Sequence[Mapping[str, np.ndarray]] = (),
     positions: Sequence[np.ndarray] | None = None,
     signature: str | None = None,
+    hessians: Mapping[int, np.ndarray] | None = None,
     progress: bool = True,
 ) -> SurgeryResult:
     """The whole pass on an fp32 `.tflite`: embedding lookup, AEQ int4 (and int8 groups), GPTQ values.
@@ -729,6 +762,8 @@ def quantize(
       positions: per feed, the token positions that count (padding off).
       signature: the signature the feeds are for (a prefill bucket of a
         generation model); None: the only one.
+      hessians: Hessians already measured, keyed by `model`'s weight buffers
+        (`capture_hessians`, `transfer_hessians`); then `feeds` only count.
       progress: progress bars.
 
     Raises:
@@ -736,7 +771,7 @@ def quantize(
         without calibration feeds; an int8 group the model does not have.
     """
     check_block_size(model, options.block_size)
-    if options.needs_calibration and not feeds:
+    if options.needs_calibration and not feeds and hessians is None:
         raise ValueError("GPTQ int4 needs calibration windows: pass calibration=, or use the rtn method.")
     lookups = embedding_lookups(model)
     float_model = lookups.model
@@ -752,10 +787,12 @@ def quantize(
         + "".join(f"; {choice} int8 ({len(names)} ops)" for choice, names in scopes.items())
     )
     if options.method == "gptq":
-        hessians = capture_hessians(float_model, feeds, signature=signature, positions=positions, progress=progress)
+        if hessians is None:
+            hessians = capture_hessians(float_model, feeds, signature=signature, positions=positions, progress=progress)
         quantized, stats = apply_gptq(quantized, float_model, hessians, options, progress=progress)
         changes.append(
-            f"GPTQ int4 values with clipped scales from {len(feeds)} calibration windows: {stats.weights} weights, "
+            f"GPTQ int4 values with clipped scales from {len(feeds)} calibration windows: {stats.weights} weights "
+            f"({stats.rounded} without a Hessian rounded), "
             f"relative output error {stats.relative_output_error:.4f} (weight rms {stats.relative_weight_error:.3f}), "
             f"{stats.seconds:.0f} s"
         )

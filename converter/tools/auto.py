@@ -64,6 +64,8 @@ DEFAULT_CANDIDATES = tuple(
         "int8+attention+mlp_down",
         "int8+attention+mlp",
         "int16x8",
+        "int4-b32",
+        "int4-b32+attention",
     )
 )
 
