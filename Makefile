@@ -12,7 +12,7 @@ SEQ_LEN ?=
 CALIBRATION ?= builtin
 BUILD_DIR ?= build
 OVERWRITE ?=
-MODES ?= fp32,fp16,dynamic,int8,int16x8
+MODES ?= fp32,fp16,dynamic,int8,int16x8,int4-b32
 THREADS ?= 1,2
 RESULTS_DIR ?= results
 PEERS ?= 1
@@ -115,7 +115,7 @@ bench: $(STAMP)
 
 # Generation models (prefill/decode) in every float and dynamic mode, with the window-recompute, keras-hub and
 # llama.cpp baselines and LiteRT-LM on the same bundles; `make report` renders them.
-GEN_MODES ?= fp32,fp16,dynamic
+GEN_MODES ?= fp32,fp16,dynamic,int4-b32
 bench-generation: $(STAMP)
 	$(PY) -m converter.cli.bench_generation $(MODEL_FLAG) --modes=$(GEN_MODES) --threads=$(THREADS) --build_dir=$(BUILD_DIR) \
 		--results_dir=$(RESULTS_DIR) $(if $(filter 0,$(PEERS)),--nokeras --nollama_cpp --nolitertlm)

@@ -46,6 +46,8 @@ def describe_model_file(path: str | os.PathLike) -> dict[str, Any]:
         try:
             facts = json.loads(report.read_text(encoding="utf-8"))
             name, variant = facts.get("model_name", name), facts.get("mode", variant)
+            if variant == "int4":  # int4 models differ by block size and method: int4-b32, int4-b32-rtn
+                variant = (facts.get("recipe") or {}).get("name", variant)
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass  # a broken report does not stop a benchmark; the file name is enough
     return {

@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
     value = flags.FLAGS
 
     try:
-        wanted = [modes.parse_mode(name) for name in value.modes]
+        wanted = cli_flags.check_variants(value.modes)
         threads = _parse_threads(value.threads)
         results.check_results_dir(value.results_dir)
         if value.peers:
@@ -86,9 +86,9 @@ def main(argv: list[str]) -> int:
         return 2
     if value.fidelity:
         # The wheel's tool and the harness both time fp32 and dynamic: the modes the peers are compared on.
-        wanted = [modes.Mode.FP32, modes.Mode.DYNAMIC]
-    elif modes.Mode.FP32 not in wanted:
-        wanted.insert(0, modes.Mode.FP32)
+        wanted = [modes.Mode.FP32.value, modes.Mode.DYNAMIC.value]
+    elif modes.Mode.FP32.value not in wanted:
+        wanted.insert(0, modes.Mode.FP32.value)
     name = model_sources.default_name(value.model)
     python = sys.executable
     common = [f"--model={value.model}", f"--build_dir={value.build_dir}"]
@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
     try:
         _run(
             "converting missing modes",
-            [python, "-m", "converter.cli.table", *common, f"--modes={','.join(m.value for m in wanted)}"],
+            [python, "-m", "converter.cli.table", *common, f"--modes={','.join(wanted)}"],
         )
         fp32 = conversion_results.default_output_path(name, modes.Mode.FP32, build_dir=value.build_dir)
         if value.fidelity:

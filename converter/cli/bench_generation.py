@@ -26,13 +26,18 @@ from absl import flags
 from converter.cli import flags as cli_flags
 from converter.cli import missing
 from converter.common import progress
+from converter.core import recipe as recipe_lib
 
-_MODES = ("fp32", "fp16", "dynamic")
+# The generation modes, and int4 by block size (its recipe name is the mode flag's value).
+_MODES = ("fp32", "fp16", "dynamic", *recipe_lib.INT4_BLOCK_NAMES)
+_DEFAULT_MODES = ("fp32", "fp16", "dynamic")
 
 
 def _define_flags() -> None:
     cli_flags.model_flags(with_seq_len=False)
-    cli_flags.define("modes", flags.DEFINE_list, list(_MODES), "Modes of the generation models.")
+    cli_flags.define(
+        "modes", flags.DEFINE_list, list(_DEFAULT_MODES), f"Modes of the generation models: {', '.join(_MODES)}."
+    )
     cli_flags.define("threads", flags.DEFINE_list, ["1", "2"], "CPU thread counts.")
     cli_flags.define("results_dir", flags.DEFINE_string, "results", "Folder for result files.")
     cli_flags.define("keras", flags.DEFINE_boolean, True, "Also measure keras-hub's generate on TensorFlow.")

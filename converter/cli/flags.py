@@ -14,10 +14,10 @@ from typing import Any
 from absl import flags
 
 from converter.core import modes
+from converter.core import recipe as recipe_lib
 from converter.core.recipe import DEFAULT_NUM_CALIBRATION_SAMPLES
 from converter.core.results import DEFAULT_BUILD_DIR
 from converter.models import DEFAULT_MODEL
-from converter.passes import int4
 
 AUTO = "auto"
 _HOLDERS: dict[str, Any] = {}
@@ -145,10 +145,14 @@ def calibration_flags() -> Group:
     )
 
 
+# Blockwise int4 is a mode with its block size: --mode=int4-b32 (Recipe.parse), file <model>_int4-b32.tflite.
+INT4_BLOCK_NAMES = recipe_lib.INT4_BLOCK_NAMES
+VARIANT_NAMES = recipe_lib.VARIANT_NAMES
+check_variants = recipe_lib.check_variants
+
+
 def mode_flag(*, with_auto: bool, required: bool, help_text: str = "Conversion mode."):
-    # Blockwise int4 is a mode with its block size: --mode=int4-b32 (Recipe.parse).
-    blockwise = [f"int4-b{size}" for size in int4.BLOCK_SIZES if size]
-    choices = list(modes.MODE_NAMES) + blockwise + ([AUTO] if with_auto else [])
+    choices = list(VARIANT_NAMES) + ([AUTO] if with_auto else [])
     holder = define("mode", flags.DEFINE_enum, None, choices, help_text)
     if required:
         flags.mark_flag_as_required("mode")
@@ -159,7 +163,7 @@ def generation_mode_flag():
     """`--mode` of the commands that run a generation model (default dynamic): its modes, int4 by block size too."""
     from converter.core import generation  # pylint: disable=import-outside-toplevel
 
-    names = [m.value for m in generation.SUPPORTED_MODES] + [f"int4-b{size}" for size in int4.BLOCK_SIZES if size]
+    names = list(dict.fromkeys([m.value for m in generation.SUPPORTED_MODES] + list(INT4_BLOCK_NAMES)))
     return define("mode", flags.DEFINE_enum, "dynamic", names, "Mode of the generation model.")
 
 

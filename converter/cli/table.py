@@ -19,7 +19,6 @@ import sys
 from absl import app, flags
 
 from converter.cli import flags as cli_flags
-from converter.core import modes
 
 
 def _define_flags() -> None:
@@ -57,21 +56,21 @@ def main(argv: list[str]) -> int:
     value = flags.FLAGS
 
     try:
-        wanted = [modes.parse_mode(m) for m in value.modes]
+        wanted = cli_flags.check_variants(value.modes)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     name = model_sources.default_name(value.model)
     reports = []
     for index, mode in enumerate(wanted, 1):
         path = results.default_output_path(name, mode, build_dir=value.build_dir)
-        progress.log("table", f"{index}/{len(wanted)} {mode.value}: {path}")
+        progress.log("table", f"{index}/{len(wanted)} {mode}: {path}")
         if value.overwrite or not path.with_suffix(".json").exists():
             command = [
                 sys.executable,
                 "-m",
                 "converter",
                 f"--model={value.model}",
-                f"--mode={mode.value}",
+                f"--mode={mode}",
                 f"--build_dir={value.build_dir}",
                 f"--out={path}",
             ]
@@ -83,7 +82,7 @@ def main(argv: list[str]) -> int:
                 command.append("--verbose")
             completed = subprocess.run(command, check=False, env=os.environ.copy())
             if completed.returncode != 0:
-                print(f"error: converting {mode.value} failed (exit {completed.returncode})", file=sys.stderr)
+                print(f"error: converting {mode} failed (exit {completed.returncode})", file=sys.stderr)
                 return completed.returncode
         reports.append(json.loads(path.with_suffix(".json").read_text()))
     table = render_table(reports)

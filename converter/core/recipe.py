@@ -342,6 +342,30 @@ class Recipe:
         return files.write_atomically(path, self.to_json())
 
 
+# What names a model file (`<model>_<variant>.tflite`) and a `--mode`/`--modes` value: the modes, and int4 by
+# block size.
+INT4_BLOCK_NAMES = tuple(
+    f"int4{block}{method}"
+    for block in ("", *(f"-b{size}" for size in int4.BLOCK_SIZES if size))
+    for method in ("", "-rtn")
+    if block or method
+)
+VARIANT_NAMES = (*modes.MODE_NAMES, *INT4_BLOCK_NAMES)
+
+
+def check_variants(names) -> list[str]:
+    """Mode names as commands take them (`int8`, `int4-b32`), checked; they name the files too.
+
+    Raises:
+      ValueError: a name that is neither a mode nor an int4 block size.
+    """
+    names = [str(n).strip().lower() for n in names]
+    unknown = [n for n in names if n not in VARIANT_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown mode(s) {', '.join(unknown)}. Valid modes: {', '.join(VARIANT_NAMES)}.")
+    return names
+
+
 def _listed(value):
     return list(value) if isinstance(value, tuple) else value
 

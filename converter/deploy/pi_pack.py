@@ -31,6 +31,7 @@ import tarfile
 from converter.common import files as file_io
 from converter.compat import check, runtime_support
 from converter.core import modes
+from converter.core import recipe as recipe_lib
 from converter.core.generation import SUPPORTED_MODES as _GENERATION_MODES
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -94,19 +95,19 @@ def default_output_path(model_name: str, *, build_dir: str | os.PathLike = "buil
     return pathlib.Path(build_dir) / f"{pack_name(model_name)}.tar.gz"
 
 
-def _model_files(model_name: str, wanted: list[modes.Mode], build_dir: pathlib.Path) -> list[dict]:
+def _model_files(model_name: str, wanted: list[str], build_dir: pathlib.Path) -> list[dict]:
     found = []
     for mode in wanted:
-        path = build_dir / model_name / f"{model_name}_{mode.value}.tflite"
+        path = build_dir / model_name / f"{model_name}_{mode}.tflite"
         report = path.with_suffix(".json")
         if not path.is_file() or not report.is_file():
             raise FileNotFoundError(
-                f"No {mode.value} model of {model_name} at {str(path)!r} (with its .json report). Convert it "
-                f"first: make convert MODEL={model_name} MODE={mode.value} (make pi-pack converts what is missing)."
+                f"No {mode} model of {model_name} at {str(path)!r} (with its .json report). Convert it "
+                f"first: make convert MODEL={model_name} MODE={mode} (make pi-pack converts what is missing)."
             )
         found.append(
             {
-                "mode": mode.value,
+                "mode": mode,
                 "path": path,
                 "report": report,
                 "facts": json.loads(report.read_text(encoding="utf-8")),
@@ -122,14 +123,14 @@ def _model_files(model_name: str, wanted: list[modes.Mode], build_dir: pathlib.P
     return found
 
 
-def _generation_files(model_name: str, wanted: list[modes.Mode], build_dir: pathlib.Path) -> list[dict]:
+def _generation_files(model_name: str, wanted: list[str], build_dir: pathlib.Path) -> list[dict]:
     """Each wanted mode's generation model with the tokenizer files its spec names, checked."""
     # pylint: disable=import-outside-toplevel
     from benchmarks import generation
     from benchmarks import text as text_lib
 
     supported = {m.value for m in _GENERATION_MODES}
-    refused = [m.value for m in wanted if m.value not in supported]
+    refused = [m for m in wanted if recipe_lib.Recipe.parse(m).mode.value not in supported]
     if refused:
         raise ValueError(
             f"Generation models convert in {', '.join(sorted(supported))}, not {', '.join(refused)}; "
@@ -137,11 +138,11 @@ def _generation_files(model_name: str, wanted: list[modes.Mode], build_dir: path
         )
     found = []
     for mode in wanted:
-        path = build_dir / model_name / f"{model_name}_{mode.value}_generate.tflite"
+        path = build_dir / model_name / f"{model_name}_{mode}_generate.tflite"
         if not path.is_file():
             raise FileNotFoundError(
-                f"No {mode.value} generation model of {model_name} at {str(path)!r}. Convert it first: make "
-                f"convert MODEL={model_name} MODE={mode.value} GENERATE=1 (make pi-pack GENERATE=1 converts what "
+                f"No {mode} generation model of {model_name} at {str(path)!r}. Convert it first: make "
+                f"convert MODEL={model_name} MODE={mode} GENERATE=1 (make pi-pack GENERATE=1 converts what "
                 "is missing)."
             )
         signatures = generation.read_signatures(str(path))
@@ -162,7 +163,7 @@ def _generation_files(model_name: str, wanted: list[modes.Mode], build_dir: path
         text_lib.load_text_tokenizer(spec_path)  # refuses files that do not match their spec
         found.append(
             {
-                "mode": mode.value,
+                "mode": mode,
                 "path": path,
                 "tokenizer": [path.parent / n for n in names],
                 "context_length": signatures.context_length,
@@ -322,7 +323,7 @@ def build_pack(
         an empty prompt.
       generation.NotAGenerationModelError: a `_generate` file without decode.
     """
-    wanted = [modes.parse_mode(m) for m in (modes_to_pack or modes.MODE_NAMES)]
+    wanted = recipe_lib.check_variants(modes_to_pack or modes.MODE_NAMES)
     if not wanted:
         raise ValueError(f"Name at least one mode to pack ({', '.join(modes.MODE_NAMES)}).")
     build_dir = pathlib.Path(build_dir)
@@ -336,7 +337,7 @@ def build_pack(
         raise FileExistsError(
             f"{str(tarball)!r} exists. Pass --overwrite (OVERWRITE=1 with make) to replace it, or --out=..."
         )
-    wanted_generation = [modes.parse_mode(m) for m in (generation_modes or [])]
+    wanted_generation = recipe_lib.check_variants(generation_modes or [])
     if wanted_generation and not prompt.strip():
         raise ValueError("The prompt is empty: give the text the runner continues (--prompt=...).")
     found = _model_files(model_name, wanted, build_dir)
