@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -26,16 +27,24 @@ def _run(command, **kwargs):
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False, **kwargs)
 
 
+MODE_CHOICES = "|".join(
+    ["fp32", "fp16", "dynamic", "int8", "int16x8", "int4", "int4-rtn"]
+    + [f"int4-b{size}{method}" for size in (32, 64, 128, 256) for method in ("", "-rtn")]
+    + ["auto"]
+)
+
+
 def test_help_lists_the_modes():
     completed = _run([sys.executable, "-m", "converter", "--help"])
-    assert "--mode: <fp32|fp16|dynamic|int8|int16x8|auto>: Conversion mode" in completed.stdout
+    unwrapped = re.sub(r"\n\s+", "", completed.stdout)  # absl wraps the long choice list
+    assert f"--mode: <{MODE_CHOICES}>: Conversion" in unwrapped
     assert "--max_ppl_increase" in completed.stdout and "--keep_float" in completed.stdout
 
 
 def test_unknown_mode_is_refused_when_flags_are_parsed():
-    completed = _run([sys.executable, "-m", "converter", "--mode=int4"])
+    completed = _run([sys.executable, "-m", "converter", "--mode=int3"])
     assert completed.returncode != 0
-    assert "value should be one of <fp32|fp16|dynamic|int8|int16x8|auto>" in completed.stderr
+    assert f"value should be one of <{MODE_CHOICES}>" in completed.stderr
 
 
 def test_keep_float_is_checked_before_any_model_is_loaded(tmp_path):
