@@ -96,7 +96,9 @@ def test_stored_table_says_where_it_came_from_and_is_current():
     # Probed with the converter this project pins: its op signatures are the ones in the table.
     assert table.converter_versions["tensorflow"] == importlib.metadata.version("tensorflow")
     assert set(data["probe_models"]["configs"]) == set(probe_models.PROBE_CONFIGS)
-    assert data["probe_models"]["modes"] == list(converter.MODE_NAMES)
+    assert data["probe_models"]["modes"] == list(probe_models.PROBED_MODES)
+    # Every mode but int4, which is not probed yet (probe_models.PROBED_MODES says why).
+    assert set(converter.MODE_NAMES) - set(probe_models.PROBED_MODES) == {"int4"}
 
 
 def test_stored_table_whole_models_agree_with_their_op_signatures():

@@ -167,8 +167,8 @@ def generation_mode_flag():
     return define("mode", flags.DEFINE_enum, "dynamic", names, "Mode of the generation model.")
 
 
-def modes_flag(*, help_text: str):
-    return define("modes", flags.DEFINE_list, list(modes.MODE_NAMES), help_text)
+def modes_flag(*, help_text: str, default=None):
+    return define("modes", flags.DEFINE_list, list(default or modes.MODE_NAMES), help_text)
 
 
 def recipe_flags() -> Group:

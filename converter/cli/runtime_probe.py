@@ -22,7 +22,7 @@ def _define_flags() -> None:
     from converter.tools import probe_models, runtime_envs, runtime_probe
 
     cli_flags.define("probe_models", flags.DEFINE_list, list(probe_models.PROBE_CONFIGS), "Probe models to convert.")
-    cli_flags.modes_flag(help_text="Modes to convert them in.")
+    cli_flags.modes_flag(help_text="Modes to convert them in.", default=probe_models.PROBED_MODES)
     cli_flags.define(
         "runtimes", flags.DEFINE_list, list(runtime_probe.DEFAULT_RUNTIMES), "Exact runtime releases to probe."
     )

@@ -191,7 +191,7 @@ def probe(
       RuntimeError: a venv could not be made, or the verdicts are inconsistent.
     """
     configs = list(configs or probe_models.PROBE_CONFIGS)
-    mode_names = [modes.parse_mode(m).value for m in (mode_names or modes.MODE_NAMES)]
+    mode_names = [modes.parse_mode(m).value for m in (mode_names or probe_models.PROBED_MODES)]
     unknown = sorted(set(configs) - set(probe_models.PROBE_CONFIGS))
     if unknown:
         raise ValueError(
@@ -221,7 +221,7 @@ def probe(
         "generated_by": "python -m converter.cli.runtime_probe --runtimes="
         + ",".join(runtimes)
         + ("" if configs == list(probe_models.PROBE_CONFIGS) else " --probe_models=" + ",".join(configs))
-        + ("" if mode_names == list(modes.MODE_NAMES) else " --modes=" + ",".join(mode_names)),
+        + ("" if mode_names == list(probe_models.PROBED_MODES) else " --modes=" + ",".join(mode_names)),
         "method": (
             "Each op signature (op, version, input and output dtypes) that the converter wrote for tiny GPT-2 "
             "and Llama models (probe_models) in every mode was cut into a single-op model, fed the values its inputs "
