@@ -100,13 +100,13 @@ def peaked(model, seed=0):
     return model
 
 
-def tiny_gpt2_preset(folder, *, max_sequence_length: int = 32):
-    """A keras-hub preset folder: a one-layer GPT-2 backbone (seed 0) and `tiny_tokenizer()`; returns the folder."""
+def tiny_gpt2_preset(folder, *, tokenizer=None, max_sequence_length: int = 32):
+    """A keras-hub preset folder: a one-layer GPT-2 backbone (seed 0) and `tokenizer` (default `tiny_tokenizer()`)."""
     import keras
     import keras_hub
 
     keras.utils.set_random_seed(0)
-    tokenizer = tiny_tokenizer()
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
     backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=tokenizer.vocabulary_size(),
         num_layers=1,

@@ -17,7 +17,7 @@ import pytest
 
 import android_consumer
 import android_helpers as helpers
-from helpers import random_windows, tiny_tokenizer
+from helpers import random_windows, tiny_gpt2_preset, tiny_tokenizer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SEQ_LEN = 32
@@ -345,22 +345,7 @@ def test_schema_rejects_bad_manifests_and_the_validator_checks_every_keyword(exp
 @pytest.fixture(scope="module")
 def preset(tokenizer, tmp_path_factory):
     """A keras-hub preset folder: a tiny GPT-2 backbone and a unigram tokenizer."""
-    import keras
-    import keras_hub
-
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-        max_sequence_length=32,
-    )
-    folder = tmp_path_factory.mktemp("presets") / "tiny-lm"
-    backbone.save_to_preset(str(folder))
-    tokenizer.save_to_preset(str(folder))
-    return folder
+    return tiny_gpt2_preset(tmp_path_factory.mktemp("presets") / "tiny-lm", tokenizer=tokenizer)
 
 
 @pytest.mark.large

@@ -11,7 +11,15 @@ import pytest
 import converter
 from converter.passes import int4
 
-from helpers import SEQ_LEN, peaked, random_windows, run_tflite, tiny_gpt2_causal_lm, tiny_llama_causal_lm
+from helpers import (
+    SEQ_LEN,
+    peaked,
+    random_windows,
+    run_tflite,
+    tiny_gpt2_causal_lm,
+    tiny_gpt2_preset,
+    tiny_llama_causal_lm,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -170,16 +178,22 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_cli_writes_the_block_size_into_the_file_name(tmp_path):
+    import representative_data
+
+    preset = tiny_gpt2_preset(tmp_path / "tiny-lm")
+    calibration = representative_data.save_windows(
+        random_windows(num_windows=12, seq_len=16, vocabulary_size=300), tmp_path / "windows.npz"
+    )
     completed = subprocess.run(
         [
             sys.executable,
             "-m",
             "converter",
-            "--model=tiny-gpt2",
+            f"--model={preset}",
             "--mode=int4-b32",
-            "--calibration=builtin",
+            f"--calibration={calibration}",
             f"--build_dir={tmp_path}",
-            "--num_calibration_samples=8",
+            "--seq_len=16",
         ],
         cwd=REPO,
         capture_output=True,
@@ -187,7 +201,7 @@ def test_cli_writes_the_block_size_into_the_file_name(tmp_path):
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    written = tmp_path / "tiny-gpt2" / "tiny-gpt2_int4-b32.tflite"
+    written = tmp_path / "tiny-lm" / "tiny-lm_int4-b32.tflite"
     assert written.is_file() and "int4-b32" in completed.stdout
     report = json.loads(written.with_suffix(".json").read_text())
     assert report["recipe"]["int4_block_size"] == 32 and report["mode"] == "int4"
