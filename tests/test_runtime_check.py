@@ -26,7 +26,8 @@ from helpers import SEQ_LEN, random_windows, tiny_gpt2_causal_lm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VENVS = REPO / "build" / "venvs"
-MODES = [mode.value for mode in converter.Mode]
+# The modes the stored support table covers (int4 is not probed yet: probe_models.PROBED_MODES says why).
+MODES = list(probe_models.PROBED_MODES)
 CHECKED_RUNTIMES = ("tflite-runtime==2.14.0", "ai-edge-litert==2.0.3", "ai-edge-litert==2.3.0")
 
 
