@@ -228,12 +228,13 @@ def capture_hessians(
     positions: Sequence[np.ndarray] | None = None,
     num_threads: int = 2,
     progress: bool = True,
-) -> dict[str, np.ndarray]:
+) -> dict[int, np.ndarray]:
     """`H = X^T X / n` of the input of every FULLY_CONNECTED, keyed by its weight's buffer, over calibration feeds.
 
     The inputs are made extra outputs of the signature, so XNNPACK runs the
     float model at full speed and still hands them over (LiteRT's
-    preserve-all-tensors mode needs the reference kernels, 20x slower).
+    preserve-all-tensors mode would need its reference kernels: 3.3 s per
+    SmolLM2 window in the research runs).
 
     Args:
       model: the float `.tflite`.
