@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -679,8 +680,6 @@ def apply_gptq(
     stacked. The embedding table (no Hessian) gets the clipped scales with
     plain rounding.
     """
-    import time  # pylint: disable=import-outside-toplevel
-
     started = time.perf_counter()
     float_object = inspection.load_model_object(float_model)
     float_buffers: dict[tuple[int, str], int] = {}
